@@ -1,0 +1,86 @@
+#pragma once
+// The three hook points at which a positional encoding touches attention, as C++20 concepts.
+//
+//   input embedding   x[t, :] += E(pos_t) before the Q/K/V projections   Sinusoidal, LearnedAbsolute
+//   query/key rotation  q_t, k_t rotated by an angle of pos_t              RoPE
+//   score bias        s[h, i, j] += b_h(pos_i, pos_j) inside the softmax    ALiBi, RelativeBias
+//
+// A policy derives from EncodingBase and switches on the hooks it implements (capability flags,
+// as CUTLASS's epilogue fusion operations do). Attention calls each hook under `if constexpr`, so
+// an unused hook costs nothing. The hook functions are "unchecked": attention validates every
+// argument at its public boundary first, then calls them.
+
+#include <concepts>
+#include <span>
+#include <type_traits>
+
+#include "posenc/config.hpp"
+
+namespace posenc {
+
+/// Base of every policy: declares which hooks it implements (none by default).
+struct EncodingBase {
+  static constexpr bool kInputEmbedding = false;
+  static constexpr bool kQKRotation = false;
+  static constexpr bool kScoreBias = false;
+};
+
+/// x[t, :] += E(positions[t]) for x of shape [positions.size(), embedding_dim()].
+template <class P>
+concept InputEmbedding = requires(const P& policy, float* x, std::span<const Position> positions) {
+  { policy.embedding_dim() } -> std::convertible_to<Index>;
+  policy.check_embedding_positions(positions);  // throws PositionOutOfRange
+  policy.add_embedding_unchecked(x, positions);
+};
+
+/// Rotation of query and key rows. `rotation(seq_len)` fixes the per-call state (frequencies);
+/// `rotate_unchecked` rotates x [tokens, heads, head_dim()] in place, in float or double.
+template <class P>
+concept QKRotation = requires(const P& policy, Position seq_len, float* xf, double* xd, Index tokens,
+                              Index heads, const Position* positions) {
+  { policy.head_dim() } -> std::convertible_to<Index>;
+  typename P::Rotation;
+  { policy.rotation(seq_len) } -> std::same_as<typename P::Rotation>;
+  policy.rotate_unchecked(xf, tokens, heads, positions, policy.rotation(seq_len));
+  policy.rotate_unchecked(xd, tokens, heads, positions, policy.rotation(seq_len));
+};
+
+/// Additive score bias: row[j] += b_head(q_position, k_positions[j]) for j < n.
+template <class P>
+concept ScoreBias = requires(const P& policy, Index head, Position q_position, const Position* k_positions,
+                             Index n, double* row_d, float* row_f) {
+  policy.check_heads(head);  // throws unless the policy serves exactly this many heads
+  policy.add_bias_row(head, q_position, k_positions, n, row_d);
+  policy.add_bias_row(head, q_position, k_positions, n, row_f);
+};
+
+/// A complete policy: derives from EncodingBase and implements every hook it declares.
+template <class P>
+concept PositionalEncoding = std::derived_from<P, EncodingBase> &&
+                             (!P::kInputEmbedding || InputEmbedding<P>) &&
+                             (!P::kQKRotation || QKRotation<P>) && (!P::kScoreBias || ScoreBias<P>);
+
+namespace detail {
+
+/// Compile-time check with a message that names what is missing (used by attention and mha).
+template <class P>
+constexpr bool check_policy() {
+  static_assert(std::is_base_of_v<EncodingBase, P>,
+                "posenc: a policy must derive from posenc::EncodingBase and set kInputEmbedding, "
+                "kQKRotation and kScoreBias for the hooks it implements");
+  if constexpr (std::is_base_of_v<EncodingBase, P>) {
+    static_assert(!P::kInputEmbedding || InputEmbedding<P>,
+                  "posenc: the policy sets kInputEmbedding but lacks embedding_dim(), "
+                  "check_embedding_positions(span<const Position>) or add_embedding_unchecked(float*, span)");
+    static_assert(!P::kQKRotation || QKRotation<P>,
+                  "posenc: the policy sets kQKRotation but lacks head_dim(), a Rotation type, "
+                  "rotation(Position seq_len) or rotate_unchecked(T*, tokens, heads, positions, rotation)");
+    static_assert(!P::kScoreBias || ScoreBias<P>,
+                  "posenc: the policy sets kScoreBias but lacks check_heads(Index) or "
+                  "add_bias_row(head, q_position, k_positions, n, T* row) for T = float and double");
+  }
+  return true;
+}
+
+}  // namespace detail
+}  // namespace posenc

@@ -1,0 +1,48 @@
+#pragma once
+// Scalar kernels: plain loops over contiguous rows, no branches, no checks. They are the oracle
+// for the vector kernels (kernel/simd.hpp), which share their signatures.
+
+#include <cmath>
+
+#include "posenc/config.hpp"
+
+namespace posenc::kernel::scalar {
+
+/// RoPE, half layout (GPT-NeoX, HF LLaMA `rotate_half`): pair (x[i], x[i + pairs]).
+/// cos/sin hold one value per pair, already multiplied by the attention factor.
+template <class T>
+void rotate_half(T* POSENC_RESTRICT x, const T* POSENC_RESTRICT cos, const T* POSENC_RESTRICT sin,
+                 Index pairs) {
+  T* POSENC_RESTRICT second = x + pairs;
+  for (Index i = 0; i < pairs; ++i) {
+    const T a = x[i];
+    const T b = second[i];
+    x[i] = a * cos[i] - b * sin[i];
+    second[i] = b * cos[i] + a * sin[i];
+  }
+}
+
+/// RoPE, interleaved layout (GPT-J, RoFormer, Meta LLaMA complex form): pair (x[2i], x[2i + 1]).
+template <class T>
+void rotate_interleaved(T* POSENC_RESTRICT x, const T* POSENC_RESTRICT cos, const T* POSENC_RESTRICT sin,
+                        Index pairs) {
+  for (Index i = 0; i < pairs; ++i) {
+    const T a = x[2 * i];
+    const T b = x[2 * i + 1];
+    x[2 * i] = a * cos[i] - b * sin[i];
+    x[2 * i + 1] = b * cos[i] + a * sin[i];
+  }
+}
+
+/// ALiBi row: row[j] += -slope * |q_position - k_positions[j]| (Press et al. 2022), in double
+/// before the cast so that distances up to 2^31 stay exact.
+template <class T>
+void add_alibi_row(T* POSENC_RESTRICT row, double slope, Position q_position,
+                   const Position* POSENC_RESTRICT k_positions, Index n) {
+  for (Index j = 0; j < n; ++j) {
+    const Position distance = q_position > k_positions[j] ? q_position - k_positions[j] : k_positions[j] - q_position;
+    row[j] = static_cast<T>(static_cast<double>(row[j]) - slope * static_cast<double>(distance));
+  }
+}
+
+}  // namespace posenc::kernel::scalar

@@ -1,0 +1,67 @@
+#pragma once
+// T5 relative attention bias (Raffel et al. 2020): a learned scalar per (bucket, head), where the
+// bucket is that of key - query (policy/relative_bucket.hpp); added to the scores. T5 itself
+// uses no 1/sqrt(d) scaling (pass AttentionOptions{.scale = 1.0}).
+
+#include <memory>
+
+#include "posenc/concepts.hpp"
+#include "posenc/policy/relative_bucket.hpp"
+#include "posenc/positions.hpp"
+#include "posenc/tensor.hpp"
+
+namespace posenc {
+
+class RelativeBias : public EncodingBase {
+ public:
+  static constexpr bool kScoreBias = true;
+
+  /// `table` [num_buckets, heads] (HF `relative_attention_bias.weight`) is copied once.
+  RelativeBias(RelativeBucketConfig config, TensorRef<const float, 2> table)
+      : buckets_(config), table_(std::make_shared<const Tensor<float, 2>>(copy_table(config, table))) {}
+
+  const RelativeBuckets& buckets() const { return buckets_; }
+  Index num_heads() const { return table_->dimension(1); }
+  const Tensor<float, 2>& table() const { return *table_; }
+
+  /// bias[h, i, j] = table[bucket(k_j - q_i), h], shape [heads, Lq, Lk].
+  Tensor<float, 3> bias(PositionsRef q_positions, PositionsRef k_positions) const {
+    detail::check_positions(detail::as_span(q_positions), "q_positions");
+    detail::check_positions(detail::as_span(k_positions), "k_positions");
+    const Index lq = q_positions.dim(0);
+    const Index lk = k_positions.dim(0);
+    Tensor<float, 3> out(num_heads(), lq, lk);
+    out.setZero();
+    for (Index h = 0; h < num_heads(); ++h) {
+      for (Index i = 0; i < lq; ++i) {
+        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
+      }
+    }
+    return out;
+  }
+
+  // --- score-bias hook ---
+  void check_heads(Index heads) const {
+    detail::require<ShapeMismatch>(heads == num_heads(), "table has ", num_heads(),
+                                   " columns (one per head), attention has ", heads, " heads");
+  }
+  template <class T>
+  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
+    const float* column = table_->data() + head;
+    const Index stride = num_heads();
+    for (Index j = 0; j < n; ++j) row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * stride]);
+  }
+
+ private:
+  static Tensor<float, 2> copy_table(const RelativeBucketConfig& config, TensorRef<const float, 2> table) {
+    detail::require<ShapeMismatch>(table.present(), "table [num_buckets, heads] is required");
+    detail::require_shape(table, "table", {config.num_buckets, -1}, "[num_buckets, heads]");
+    detail::require<ShapeMismatch>(table.dim(1) >= 1, "table needs at least one head column");
+    return Tensor<float, 2>(table.map());
+  }
+
+  RelativeBuckets buckets_;
+  std::shared_ptr<const Tensor<float, 2>> table_;
+};
+
+}  // namespace posenc

@@ -1,0 +1,20 @@
+#pragma once
+// posenc: positional encodings for transformer attention (umbrella header).
+
+#include "posenc/attention/attention.hpp"
+#include "posenc/attention/mha.hpp"
+#include "posenc/attention/options.hpp"
+#include "posenc/concepts.hpp"
+#include "posenc/config.hpp"
+#include "posenc/errors.hpp"
+#include "posenc/policy/alibi.hpp"
+#include "posenc/policy/learned_absolute.hpp"
+#include "posenc/policy/none.hpp"
+#include "posenc/policy/relative_bias.hpp"
+#include "posenc/policy/relative_bucket.hpp"
+#include "posenc/policy/rope.hpp"
+#include "posenc/policy/rope_scaling.hpp"
+#include "posenc/policy/sinusoidal.hpp"
+#include "posenc/positions.hpp"
+#include "posenc/tensor.hpp"
+#include "posenc/version.hpp"
