@@ -18,6 +18,8 @@
 
 #include "posenc/config.hpp"
 #include "posenc/errors.hpp"
+#include "posenc/positions.hpp"
+#include "posenc/tensor.hpp"
 
 namespace posenc {
 
@@ -74,6 +76,17 @@ class RelativeBuckets {
   }
 
   const RelativeBucketConfig& config() const { return config_; }
+
+  /// buckets[i, j] = bucket(k_positions[j] - q_positions[i]), shape [Lq, Lk].
+  Tensor<Index, 2> buckets(PositionsRef q_positions, PositionsRef k_positions) const {
+    detail::check_positions(detail::as_span(q_positions), "q_positions");
+    detail::check_positions(detail::as_span(k_positions), "k_positions");
+    Tensor<Index, 2> out(q_positions.dim(0), k_positions.dim(0));
+    for (Index i = 0; i < out.dimension(0); ++i) {
+      for (Index j = 0; j < out.dimension(1); ++j) out(i, j) = bucket(k_positions.data()[j] - q_positions.data()[i]);
+    }
+    return out;
+  }
 
   /// Bucket of rel = key_position - query_position.
   Index bucket(Position relative) const {
