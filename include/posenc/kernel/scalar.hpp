@@ -34,6 +34,19 @@ void rotate_interleaved(T* POSENC_RESTRICT x, const T* POSENC_RESTRICT cos, cons
   }
 }
 
+/// cos/sin of position * inv_freq[i], times attention_factor, for i < pairs: angles in double
+/// (positions reach 1e7; a float angle is off by up to 0.5 rad there), libm's cos/sin.
+template <class T>
+void rotary_cos_sin(Position position, const double* POSENC_RESTRICT inv_freq, double attention_factor, Index pairs,
+                    T* POSENC_RESTRICT cos, T* POSENC_RESTRICT sin) {
+  const double p = static_cast<double>(position);
+  for (Index i = 0; i < pairs; ++i) {
+    const double angle = p * inv_freq[i];
+    cos[i] = static_cast<T>(attention_factor * std::cos(angle));
+    sin[i] = static_cast<T>(attention_factor * std::sin(angle));
+  }
+}
+
 /// ALiBi row: row[j] += -slope * |q_position - k_positions[j]| (Press et al. 2022), in double
 /// before the cast so that distances up to 2^31 stay exact.
 template <class T>

@@ -7,12 +7,13 @@
 // Partial rotary (GPT-NeoX rotary_pct, Phi): dims rotary_dim .. head_dim-1 pass unchanged.
 // Angles are formed and their cos/sin taken in double (positions reach 1e7), then stored as float.
 
+#include <algorithm>
 #include <span>
 #include <string_view>
 #include <vector>
 
 #include "posenc/concepts.hpp"
-#include "posenc/kernel/scalar.hpp"
+#include "posenc/kernel/dispatch.hpp"
 #include "posenc/policy/rope_scaling.hpp"
 #include "posenc/positions.hpp"
 #include "posenc/tensor.hpp"
@@ -27,6 +28,23 @@ inline RopeLayout parse_rope_layout(std::string_view name) {
   if (name == "interleaved") return RopeLayout::kInterleaved;
   throw InvalidParameter(detail::concat("layout must be \"half\" or \"interleaved\", got \"", name, "\""));
 }
+
+/// Precomputed cos/sin rows (attention factor folded in) for positions [0, size()): see
+/// RoPE::cache(). Immutable once built; share it between threads and calls.
+class RotaryCache {
+ public:
+  Position size() const { return size_; }
+  Index pairs() const { return pairs_; }
+  const float* cos_row(Position p) const { return cos_.data() + p * pairs_; }
+  const float* sin_row(Position p) const { return sin_.data() + p * pairs_; }
+
+ private:
+  friend class RoPE;
+  Index pairs_ = 0;
+  Position size_ = 0;
+  std::vector<float> cos_;  // [size, pairs]
+  std::vector<float> sin_;  // [size, pairs]
+};
 
 struct RopeConfig {
   Index head_dim = 0;
@@ -74,9 +92,7 @@ class RoPE : public EncodingBase {
   /// same `rotation` for queries and keys, or for every sequence of a batch).
   void apply(TensorRef<float, 3> x, PositionsRef positions, const RotaryFrequencies& frequencies) const {
     check_arguments(x, positions);
-    detail::require<InvalidParameter>(frequencies.inv_freq.size() == static_cast<std::size_t>(rotary_dim() / 2),
-                                      "frequencies must hold rotary_dim/2 = ", rotary_dim() / 2, " entries, got ",
-                                      frequencies.inv_freq.size());
+    check_frequencies(frequencies);
     rotate_unchecked(x.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
   }
 
@@ -87,39 +103,92 @@ class RoPE : public EncodingBase {
     return y;
   }
 
+  /// A cos/sin table for positions [0, size) with the given frequencies (default: those of
+  /// seq_len = size), built once and reused by apply(x, positions, cache), e.g. across the layers
+  /// and decode steps of a model. Memory: 2 * size * rotary_dim/2 floats.
+  RotaryCache cache(Position size) const { return cache(size, rotation(size)); }
+  RotaryCache cache(Position size, const RotaryFrequencies& frequencies) const {
+    detail::require<PositionOutOfRange>(size >= 1 && size <= kMaxPosition + 1, "cache size = ", size,
+                                        " must lie in [1, 2^31]");
+    check_frequencies(frequencies);
+    RotaryCache table;
+    table.pairs_ = rotary_dim() / 2;
+    table.size_ = size;
+    table.cos_.resize(static_cast<std::size_t>(size * table.pairs_));
+    table.sin_.resize(table.cos_.size());
+    const double max_inv_freq = max_frequency(frequencies);
+    for (Position p = 0; p < size; ++p) {
+      kernel::rotary_cos_sin(p, frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, table.pairs_,
+                             table.cos_.data() + p * table.pairs_, table.sin_.data() + p * table.pairs_);
+    }
+    return table;
+  }
+
+  /// Rotates x [tokens, heads, head_dim] in place with cos/sin read from `cache`; every position
+  /// must be < cache.size().
+  void apply(TensorRef<float, 3> x, PositionsRef positions, const RotaryCache& cache) const {
+    check_arguments(x, positions);
+    detail::require<InvalidParameter>(cache.pairs() == rotary_dim() / 2, "cache holds ", cache.pairs(),
+                                      " pairs per position, rotary_dim/2 = ", rotary_dim() / 2);
+    for (Index t = 0; t < positions.dim(0); ++t) {
+      detail::require<PositionOutOfRange>(positions.data()[t] < cache.size(), "positions[", t, "] = ",
+                                          positions.data()[t], " is past the cache (size ", cache.size(), ")");
+    }
+    rotate_rows(x.data(), x.dim(0), x.dim(1), [&](Index t, const float*& cos, const float*& sin) {
+      cos = cache.cos_row(positions.data()[t]);
+      sin = cache.sin_row(positions.data()[t]);
+    });
+  }
+
   // --- query/key-rotation hook ---
+  /// Rotates x [tokens, heads, head_dim] in place; angles computed on the fly, one cos/sin row per
+  /// token shared by its heads (no table: a 1e6-token context needs no cache).
   template <class T>
   void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions,
                         const RotaryFrequencies& frequencies) const {
     const Index pairs = rotary_dim() / 2;
-    std::vector<T> cos(static_cast<std::size_t>(pairs));
-    std::vector<T> sin(static_cast<std::size_t>(pairs));
-    for (Index t = 0; t < tokens; ++t) {
-      fill_cos_sin(positions[t], frequencies, cos.data(), sin.data());
-      for (Index h = 0; h < heads; ++h) {
-        T* row = x + (t * heads + h) * head_dim();
-        if (layout() == RopeLayout::kHalf) {
-          kernel::scalar::rotate_half(row, cos.data(), sin.data(), pairs);
-        } else {
-          kernel::scalar::rotate_interleaved(row, cos.data(), sin.data(), pairs);
-        }
-      }
-    }
-  }
-
-  /// cos/sin of one position's angles, times the attention factor (one value per pair).
-  template <class T>
-  static void fill_cos_sin(Position position, const RotaryFrequencies& frequencies, T* cos, T* sin) {
-    const double p = static_cast<double>(position);
-    const double af = frequencies.attention_factor;
-    for (std::size_t i = 0; i < frequencies.inv_freq.size(); ++i) {
-      const double angle = p * frequencies.inv_freq[i];
-      cos[i] = static_cast<T>(af * std::cos(angle));
-      sin[i] = static_cast<T>(af * std::sin(angle));
-    }
+    const double max_inv_freq = max_frequency(frequencies);
+    std::vector<T> cos_row(static_cast<std::size_t>(pairs));
+    std::vector<T> sin_row(static_cast<std::size_t>(pairs));
+    rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
+      kernel::rotary_cos_sin(positions[t], frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor,
+                             pairs, cos_row.data(), sin_row.data());
+      cos = cos_row.data();
+      sin = sin_row.data();
+    });
   }
 
  private:
+  // For each token t: cos_sin_of(t, cos, sin) points cos/sin at its row, then every head rotates.
+  template <class T, class CosSinOf>
+  void rotate_rows(T* x, Index tokens, Index heads, CosSinOf&& cos_sin_of) const {
+    const Index pairs = rotary_dim() / 2;
+    const auto each_token = [&](auto rotate) {
+      for (Index t = 0; t < tokens; ++t) {
+        const T* cos = nullptr;
+        const T* sin = nullptr;
+        cos_sin_of(t, cos, sin);
+        T* token = x + t * heads * head_dim();
+        for (Index h = 0; h < heads; ++h) rotate(token + h * head_dim(), cos, sin, pairs);
+      }
+    };
+    if (layout() == RopeLayout::kHalf) {
+      each_token([](T* row, const T* c, const T* s, Index n) { kernel::rotate_half(row, c, s, n); });
+    } else {
+      each_token([](T* row, const T* c, const T* s, Index n) { kernel::rotate_interleaved(row, c, s, n); });
+    }
+  }
+
+  static double max_frequency(const RotaryFrequencies& frequencies) {
+    return frequencies.inv_freq.empty() ? 0.0 : *std::max_element(frequencies.inv_freq.begin(), frequencies.inv_freq.end());
+  }
+
+  void check_frequencies(const RotaryFrequencies& frequencies) const {
+    detail::require<InvalidParameter>(frequencies.inv_freq.size() == static_cast<std::size_t>(rotary_dim() / 2),
+                                      "frequencies must hold rotary_dim/2 = ", rotary_dim() / 2, " entries, got ",
+                                      frequencies.inv_freq.size());
+  }
+
   void check_arguments(const TensorRef<float, 3>& x, PositionsRef positions) const {
     detail::require_shape(x, "x", {-1, -1, head_dim()}, "[tokens, heads, head_dim]");
     detail::require<ShapeMismatch>(positions.dim(0) == x.dim(0), "positions has ", positions.dim(0),

@@ -1,0 +1,52 @@
+#pragma once
+// Picks the kernel for a scalar type: the vector kernels for float where the compiler has vector
+// extensions (GCC, Clang), the scalar ones otherwise and for double (the reference path).
+
+#include <type_traits>
+
+#include "posenc/config.hpp"
+#include "posenc/kernel/scalar.hpp"
+#include "posenc/kernel/simd.hpp"
+
+namespace posenc::kernel {
+
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+template <class T>
+inline constexpr bool kVectorized = std::is_same_v<T, float>;
+#else
+template <class T>
+inline constexpr bool kVectorized = false;
+#endif
+
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_half(T* x, const T* cos, const T* sin, Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_half(x, cos, sin, pairs);
+#endif
+  scalar::rotate_half(x, cos, sin, pairs);
+}
+
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_interleaved(T* x, const T* cos, const T* sin, Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_interleaved(x, cos, sin, pairs);
+#endif
+  scalar::rotate_interleaved(x, cos, sin, pairs);
+}
+
+/// cos/sin of position * inv_freq[i] (times attention_factor) for i < pairs. `max_inv_freq`
+/// bounds the angles, so the vector sincos is used only where its range reduction is exact.
+template <class T>
+void rotary_cos_sin(Position position, const double* inv_freq, double max_inv_freq, double attention_factor,
+                    Index pairs, T* cos, T* sin) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) {
+    if (static_cast<double>(position) * max_inv_freq <= simd::kSinCosMaxAngle) {
+      return simd::rotary_cos_sin(position, inv_freq, attention_factor, pairs, cos, sin);
+    }
+  }
+#endif
+  scalar::rotary_cos_sin(position, inv_freq, attention_factor, pairs, cos, sin);
+}
+
+}  // namespace posenc::kernel

@@ -1,0 +1,145 @@
+#pragma once
+// Vector kernels with the signatures of kernel/scalar.hpp, which is their oracle (tests compare
+// them at sizes 1, N-1, N, N+1, 4N+3). One vector abstraction: GCC/Clang vector extensions, whose
+// width follows the user's compile flags (-mavx512f: 16 float lanes, -mavx: 8, otherwise 4), so the
+// library stays portable and picks SIMD at compile time. Each loop is a main vector loop plus a
+// scalar tail.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "posenc/config.hpp"
+#include "posenc/kernel/scalar.hpp"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define POSENC_HAS_VECTOR_KERNELS 1
+
+namespace posenc::kernel::simd {
+
+#if defined(__AVX512F__)
+inline constexpr int kFloatLanes = 16;
+#elif defined(__AVX__)
+inline constexpr int kFloatLanes = 8;
+#else
+inline constexpr int kFloatLanes = 4;
+#endif
+inline constexpr int kDoubleLanes = kFloatLanes / 2;
+
+using FloatVec = float __attribute__((vector_size(kFloatLanes * sizeof(float))));
+using HalfFloatVec = float __attribute__((vector_size(kDoubleLanes * sizeof(float))));
+using DoubleVec = double __attribute__((vector_size(kDoubleLanes * sizeof(double))));
+using Int64Vec = std::int64_t __attribute__((vector_size(kDoubleLanes * sizeof(std::int64_t))));
+
+template <class V>
+POSENC_ALWAYS_INLINE V load(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V>
+POSENC_ALWAYS_INLINE void store(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+namespace detail {
+template <std::size_t... I>
+POSENC_ALWAYS_INLINE FloatVec duplicate_pairs(HalfFloatVec v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, static_cast<int>(I / 2)...);  // [v0 v0 v1 v1 ...]
+}
+template <std::size_t... I>
+POSENC_ALWAYS_INLINE FloatVec swap_pairs(FloatVec v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, static_cast<int>(I ^ 1)...);  // [v1 v0 v3 v2 ...]
+}
+template <std::size_t... I>
+constexpr FloatVec alternating_sign(std::index_sequence<I...>) {
+  return FloatVec{(I % 2 == 0 ? -1.0f : 1.0f)...};  // [-1 +1 -1 +1 ...]
+}
+}  // namespace detail
+
+/// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
+inline void rotate_half(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
+                        Index pairs) {
+  float* POSENC_RESTRICT second = x + pairs;
+  Index i = 0;
+  for (; i + kFloatLanes <= pairs; i += kFloatLanes) {
+    const FloatVec a = load<FloatVec>(x + i);
+    const FloatVec b = load<FloatVec>(second + i);
+    const FloatVec c = load<FloatVec>(cos + i);
+    const FloatVec s = load<FloatVec>(sin + i);
+    store(x + i, a * c - b * s);
+    store(second + i, b * c + a * s);
+  }
+  for (; i < pairs; ++i) {
+    const float a = x[i];
+    const float b = second[i];
+    x[i] = a * cos[i] - b * sin[i];
+    second[i] = b * cos[i] + a * sin[i];
+  }
+}
+
+/// RoPE, interleaved layout: pair (x[2i], x[2i+1]). y = x * [c c] + swap_pairs(x) * [-s s].
+inline void rotate_interleaved(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos,
+                               const float* POSENC_RESTRICT sin, Index pairs) {
+  constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
+  constexpr FloatVec sign = detail::alternating_sign(lanes);
+  Index i = 0;
+  for (; i + kDoubleLanes <= pairs; i += kDoubleLanes) {
+    const FloatVec v = load<FloatVec>(x + 2 * i);
+    const FloatVec c = detail::duplicate_pairs(load<HalfFloatVec>(cos + i), lanes);
+    const FloatVec s = detail::duplicate_pairs(load<HalfFloatVec>(sin + i), lanes) * sign;
+    store(x + 2 * i, v * c + detail::swap_pairs(v, lanes) * s);
+  }
+  scalar::rotate_interleaved(x + 2 * i, cos + i, sin + i, pairs - i);
+}
+
+/// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).
+inline constexpr double kSinCosMaxAngle = 4294967296.0;  // 2^32
+
+/// sin and cos of double angles 0 <= |x| <= kSinCosMaxAngle, error ~1e-11 (float outputs need
+/// 6e-8). Cody-Waite reduction by pi/2 split in three 21-bit parts and a tail, so k * part is exact
+/// for |k| < 2^32; then Taylor polynomials on [-pi/4, pi/4] and a quadrant swap.
+POSENC_ALWAYS_INLINE void sincos(DoubleVec x, DoubleVec& sin_out, DoubleVec& cos_out) {
+  constexpr double kTwoOverPi = 0x1.45f306dc9c883p-1;
+  constexpr double kPiOver2Part1 = 0x1.921fb00000000p+0;
+  constexpr double kPiOver2Part2 = 0x1.5110b00000000p-22;
+  constexpr double kPiOver2Part3 = 0x1.1846a00000000p-44;
+  constexpr double kPiOver2Part4 = -0x1.d9cceba3f91f2p-66;
+  constexpr double kRoundMagic = 0x1.8p52;  // (v + magic) - magic rounds v to an integer
+  const DoubleVec k = (x * kTwoOverPi + kRoundMagic) - kRoundMagic;
+  const DoubleVec r = (((x - k * kPiOver2Part1) - k * kPiOver2Part2) - k * kPiOver2Part3) - k * kPiOver2Part4;
+  const DoubleVec r2 = r * r;
+  // sin r = r (1 - r^2/3! + r^4/5! - ... - r^10/11!), cos r = 1 - r^2/2! + ... + r^12/12!
+  const DoubleVec s =
+      r + r * r2 *
+              (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 + r2 * (1.0 / 362880 + r2 * (-1.0 / 39916800.0)))));
+  const DoubleVec c =
+      1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 + r2 * (-1.0 / 3628800.0 +
+                                                                                      r2 * (1.0 / 479001600.0))))));
+  const Int64Vec quadrant = __builtin_convertvector(k, Int64Vec) & 3;
+  const auto odd = (quadrant & 1) != 0;
+  const DoubleVec sin_abs = odd ? c : s;
+  const DoubleVec cos_abs = odd ? s : c;
+  sin_out = (quadrant & 2) != 0 ? -sin_abs : sin_abs;
+  cos_out = ((quadrant + 1) & 2) != 0 ? -cos_abs : cos_abs;
+}
+
+/// cos/sin of position * inv_freq[i] times the attention factor, for i < pairs, as float. The
+/// caller guarantees position * max(inv_freq) <= kSinCosMaxAngle.
+inline void rotary_cos_sin(Position position, const double* POSENC_RESTRICT inv_freq, double attention_factor,
+                           Index pairs, float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
+  const double p = static_cast<double>(position);
+  Index i = 0;
+  for (; i + kDoubleLanes <= pairs; i += kDoubleLanes) {
+    DoubleVec s, c;
+    sincos(load<DoubleVec>(inv_freq + i) * p, s, c);
+    store(cos + i, __builtin_convertvector(c * attention_factor, HalfFloatVec));
+    store(sin + i, __builtin_convertvector(s * attention_factor, HalfFloatVec));
+  }
+  scalar::rotary_cos_sin(position, inv_freq + i, attention_factor, pairs - i, cos + i, sin + i);
+}
+
+}  // namespace posenc::kernel::simd
+
+#endif  // vector extensions
