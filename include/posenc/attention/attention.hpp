@@ -12,6 +12,7 @@
 #include "posenc/attention/checks.hpp"
 #include "posenc/attention/options.hpp"
 #include "posenc/attention/reference.hpp"
+#include "posenc/attention/tiled.hpp"
 #include "posenc/concepts.hpp"
 #include "posenc/tensor.hpp"
 
@@ -25,6 +26,12 @@ void attention_into(const AttentionShape& shape, const float* q, const float* k,
                     const P& policy, const AttentionOptions& options, float* out) {
   static_assert(detail::check_policy<P>());
   detail::check_attention_inputs(shape, q_positions, k_positions, key_padding, policy, options);
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if (options.kernel == AttentionKernel::kTiled) {
+    detail::tiled_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
+    return;
+  }
+#endif
   detail::reference_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
 }
 

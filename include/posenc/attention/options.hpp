@@ -10,7 +10,8 @@ namespace posenc {
 /// Which implementation computes attention; every one gives the same numbers within the
 /// conformance tolerance.
 enum class AttentionKernel {
-  kReference,  ///< naive, double accumulation, obviously right: the yardstick
+  kTiled,      ///< tiled, streaming softmax, vector micro-kernels (attention/tiled.hpp); the default
+  kReference,  ///< naive, double accumulation, obviously right: the yardstick (attention/reference.hpp)
 };
 
 struct AttentionOptions {
@@ -18,7 +19,9 @@ struct AttentionOptions {
   bool causal = false;
   /// Multiplies q.k; default 1/sqrt(head_dim). T5 uses 1.
   std::optional<double> scale;
-  AttentionKernel kernel = AttentionKernel::kReference;
+  AttentionKernel kernel = AttentionKernel::kTiled;
+  /// Threads for the tiled kernel; 0: $POSENC_THREADS if set, else 1 (engines usually own threading).
+  int threads = 0;
 };
 
 /// Sizes of one attention call. q [batch, q_len, heads, head_dim]; k, v [batch, k_len, kv_heads,

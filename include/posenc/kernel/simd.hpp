@@ -94,6 +94,31 @@ inline void rotate_interleaved(float* POSENC_RESTRICT x, const float* POSENC_RES
   scalar::rotate_interleaved(x + 2 * i, cos + i, sin + i, pairs - i);
 }
 
+/// e^x for x <= 0 (softmax weights), relative error ~2e-7; x < -87 (incl. -inf) gives 0.
+/// Cephes-style: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n via the exponent.
+POSENC_ALWAYS_INLINE FloatVec exp_nonpositive(FloatVec x) {
+  using Int32Vec = std::int32_t __attribute__((vector_size(kFloatLanes * sizeof(std::int32_t))));
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f;  // ln 2 = high + low, high with few bits so n * high is exact
+  constexpr float kLn2Low = -2.12194440e-4f;
+  constexpr float kRoundMagic = 0x1.8p23f;
+  const auto underflow = x < -87.0f;
+  const FloatVec clamped = underflow ? FloatVec{} - 87.0f : x;
+  const FloatVec n = (clamped * kLog2e + kRoundMagic) - kRoundMagic;
+  const FloatVec r = (clamped - n * kLn2High) - n * kLn2Low;
+  FloatVec p = 1.9875691500e-4f + r * 0.0f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const Int32Vec exponent = (__builtin_convertvector(n, Int32Vec) + 127) << 23;
+  FloatVec scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return underflow ? FloatVec{} : p * scale;
+}
+
 /// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).
 inline constexpr double kSinCosMaxAngle = 4294967296.0;  // 2^32
 

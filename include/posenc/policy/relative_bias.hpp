@@ -3,7 +3,9 @@
 // bucket is that of key - query (policy/relative_bucket.hpp); added to the scores. T5 itself
 // uses no 1/sqrt(d) scaling (pass AttentionOptions{.scale = 1.0}).
 
+#include <algorithm>
 #include <memory>
+#include <vector>
 
 #include "posenc/concepts.hpp"
 #include "posenc/policy/relative_bucket.hpp"
@@ -18,7 +20,9 @@ class RelativeBias : public EncodingBase {
 
   /// `table` [num_buckets, heads] (HF `relative_attention_bias.weight`) is copied once.
   RelativeBias(RelativeBucketConfig config, TensorRef<const float, 2> table)
-      : buckets_(config), table_(std::make_shared<const Tensor<float, 2>>(copy_table(config, table))) {}
+      : buckets_(config),
+        table_(std::make_shared<const Tensor<float, 2>>(copy_table(config, table))),
+        by_offset_(bias_by_offset(buckets_, *table_)) {}
 
   const RelativeBuckets& buckets() const { return buckets_; }
   Index num_heads() const { return table_->dimension(1); }
@@ -34,7 +38,7 @@ class RelativeBias : public EncodingBase {
     out.setZero();
     for (Index h = 0; h < num_heads(); ++h) {
       for (Index i = 0; i < lq; ++i) {
-        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
+        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, 0.0, out.data() + (h * lq + i) * lk);
       }
     }
     return out;
@@ -46,10 +50,22 @@ class RelativeBias : public EncodingBase {
                                    " columns (one per head), attention has ", heads, " heads");
   }
   template <class T>
-  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
+  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, double shift,
+                    T* row) const {
+    const T shift_t = static_cast<T>(shift);
+    if (by_offset_) {  // the usual case: a gather from the head's bias over clamped offsets
+      const Position reach = buckets_.config().max_distance;
+      const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;
+      for (Index j = 0; j < n; ++j) {
+        const Position offset = std::clamp(k_positions[j] - q_position, -reach, reach);
+        row[j] += static_cast<T>(bias[offset]) - shift_t;
+      }
+      return;
+    }
     const float* column = table_->data() + head;
-    const Index stride = num_heads();
-    for (Index j = 0; j < n; ++j) row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * stride]);
+    for (Index j = 0; j < n; ++j) {
+      row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * num_heads()]) - shift_t;
+    }
   }
 
  private:
@@ -60,8 +76,26 @@ class RelativeBias : public EncodingBase {
     return Tensor<float, 2>(table.map());
   }
 
+  // Buckets saturate at |offset| >= max_distance, so one head's bias as a function of the offset
+  // k - q is a vector over [-max_distance, max_distance]: [heads, 2 * max_distance + 1]. Skipped
+  // (bucket search per element) when max_distance is huge.
+  static std::shared_ptr<const std::vector<float>> bias_by_offset(const RelativeBuckets& buckets,
+                                                                  const Tensor<float, 2>& table) {
+    const Position reach = buckets.config().max_distance;
+    if (reach > kMaxOffsetTable) return nullptr;
+    const Index heads = table.dimension(1);
+    auto by_offset = std::make_shared<std::vector<float>>(static_cast<std::size_t>(heads * (2 * reach + 1)));
+    for (Position offset = -reach; offset <= reach; ++offset) {
+      const Index bucket = buckets.bucket(offset);
+      for (Index h = 0; h < heads; ++h) (*by_offset)[static_cast<std::size_t>(h * (2 * reach + 1) + reach + offset)] = table(bucket, h);
+    }
+    return by_offset;
+  }
+  static constexpr Position kMaxOffsetTable = 1 << 16;
+
   RelativeBuckets buckets_;
   std::shared_ptr<const Tensor<float, 2>> table_;
+  std::shared_ptr<const std::vector<float>> by_offset_;
 };
 
 }  // namespace posenc

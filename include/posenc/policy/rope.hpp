@@ -8,6 +8,8 @@
 // Angles are formed and their cos/sin taken in double (positions reach 1e7), then stored as float.
 
 #include <algorithm>
+#include <memory>
+#include <type_traits>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -37,9 +39,12 @@ class RotaryCache {
   Index pairs() const { return pairs_; }
   const float* cos_row(Position p) const { return cos_.data() + p * pairs_; }
   const float* sin_row(Position p) const { return sin_.data() + p * pairs_; }
+  /// The frequencies the table was built with.
+  const RotaryFrequencies& frequencies() const { return frequencies_; }
 
  private:
   friend class RoPE;
+  RotaryFrequencies frequencies_;
   Index pairs_ = 0;
   Position size_ = 0;
   std::vector<float> cos_;  // [size, pairs]
@@ -112,6 +117,7 @@ class RoPE : public EncodingBase {
                                         " must lie in [1, 2^31]");
     check_frequencies(frequencies);
     RotaryCache table;
+    table.frequencies_ = frequencies;
     table.pairs_ = rotary_dim() / 2;
     table.size_ = size;
     table.cos_.resize(static_cast<std::size_t>(size * table.pairs_));
@@ -140,17 +146,45 @@ class RoPE : public EncodingBase {
     });
   }
 
+  /// A copy of this policy carrying a cos/sin table for positions [0, size) (frequencies of
+  /// seq_len = size). Attention and apply() read it whenever a call's frequencies equal the
+  /// table's (always for none/linear/ntk/yarn/llama3; for dynamic and longrope while seq_len
+  /// stays on the same side of original_max_position_embeddings), and compute other angles on the
+  /// fly. Build it once per model, e.g. for the KV-cache capacity, and reuse it for every decode step.
+  RoPE with_cache(Position size) const {
+    RoPE copy = *this;
+    copy.cache_ = std::make_shared<const RotaryCache>(cache(size));
+    return copy;
+  }
+  /// The table attached by with_cache(), or null.
+  const RotaryCache* attached_cache() const { return cache_.get(); }
+
   // --- query/key-rotation hook ---
-  /// Rotates x [tokens, heads, head_dim] in place; angles computed on the fly, one cos/sin row per
-  /// token shared by its heads (no table: a 1e6-token context needs no cache).
+  /// Rotates x [tokens, heads, head_dim] in place, one cos/sin row per token shared by its heads:
+  /// read from the attached table when it matches, else computed on the fly (no table needed: a
+  /// 1e6-token context costs no memory).
   template <class T>
   void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions,
                         const RotaryFrequencies& frequencies) const {
     const Index pairs = rotary_dim() / 2;
     const double max_inv_freq = max_frequency(frequencies);
+    const RotaryCache* table = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (cache_ && cache_->frequencies_.inv_freq == frequencies.inv_freq &&
+          cache_->frequencies_.attention_factor == frequencies.attention_factor) {
+        table = cache_.get();
+      }
+    }
     std::vector<T> cos_row(static_cast<std::size_t>(pairs));
     std::vector<T> sin_row(static_cast<std::size_t>(pairs));
     rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (table != nullptr && positions[t] < table->size()) {
+          cos = table->cos_row(positions[t]);
+          sin = table->sin_row(positions[t]);
+          return;
+        }
+      }
       kernel::rotary_cos_sin(positions[t], frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor,
                              pairs, cos_row.data(), sin_row.data());
       cos = cos_row.data();
@@ -197,6 +231,7 @@ class RoPE : public EncodingBase {
   }
 
   RopeConfig config_;
+  std::shared_ptr<const RotaryCache> cache_;
 };
 
 }  // namespace posenc

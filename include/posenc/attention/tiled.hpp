@@ -1,0 +1,469 @@
+#pragma once
+// Tiled attention with a streaming softmax (FlashAttention-2, Dao 2023, on CPU): queries in tiles
+// of kQueryTile rows, keys in tiles of kKeyTile; per key tile the scores S = scale Q K^T, the
+// policy's bias row hook, the causal/padding mask, the running max/sum update and O += P V, all in
+// cache-resident buffers. No [q, k] matrix is ever stored; key tiles wholly in a causal query
+// tile's future are skipped. Query/key rotation is applied once per tile row.
+//
+// Two schedules:
+//  * prefill (many queries): per (sequence, kv head) the keys are rotated once and packed into
+//    tiles (K transposed, V padded), then every query head of the group streams its query tiles
+//    over them. Register-blocked micro-kernels: S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
+//  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, each
+//    key tile shared by every query head of its group (GQA without copying K/V).
+//
+// Threads: work items are (query head, query tile) for prefill and kv heads for decode; the count
+// comes from AttentionOptions::threads, else the POSENC_THREADS environment variable, else 1.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "posenc/attention/checks.hpp"
+#include "posenc/attention/options.hpp"
+#include "posenc/concepts.hpp"
+#include "posenc/kernel/simd.hpp"
+
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+
+namespace posenc::detail {
+
+namespace simd = kernel::simd;
+using simd::FloatVec;
+using simd::kFloatLanes;
+
+inline constexpr Index kQueryTile = 64;
+inline constexpr Index kKeyTile = 64;           // a multiple of 2 * kFloatLanes
+inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
+inline constexpr int kScoreRows = kFloatLanes >= 16 ? 8 : 4;  // micro-kernel rows (registers permitting)
+inline constexpr int kOutputRows = kFloatLanes >= 16 ? 4 : 2;
+inline constexpr int kOutputVectors = 4;
+constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
+
+inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+/// Thread count of a call: options.threads, else $POSENC_THREADS, else 1.
+inline int attention_threads(const AttentionOptions& options) {
+  if (options.threads > 0) return options.threads;
+  if (const char* env = std::getenv("POSENC_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return 1;
+}
+
+/// Runs body(item, worker) for item in [0, items) on `threads` threads (the caller is worker 0).
+template <class Body>
+void parallel_for(Index items, int threads, Body&& body) {
+  threads = static_cast<int>(std::min<Index>(threads, items));
+  if (threads <= 1) {
+    for (Index i = 0; i < items; ++i) body(i, 0);
+    return;
+  }
+  std::atomic<Index> next{0};
+  const auto work = [&](int worker) {
+    for (Index i = next++; i < items; i = next++) body(i, worker);
+  };
+  std::vector<std::thread> pool;
+  for (int w = 1; w < threads; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+}
+
+/// Horizontal maximum and sum of a vector.
+POSENC_ALWAYS_INLINE float reduce_max(FloatVec v) {
+  float m = v[0];
+  for (int i = 1; i < kFloatLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+POSENC_ALWAYS_INLINE float reduce_sum(FloatVec v) {
+  float s = 0.0f;
+  for (int i = 0; i < kFloatLanes; ++i) s += v[i];
+  return s;
+}
+
+/// s[r][c] = scale * sum_d q[r][d] kt[d][c] for kScoreRows rows, kKeyTile columns.
+inline void score_block(const float* POSENC_RESTRICT q, Index q_stride, const float* POSENC_RESTRICT kt, Index d,
+                        float scale, float* POSENC_RESTRICT s) {
+  for (Index c0 = 0; c0 < kKeyTile; c0 += 2 * kFloatLanes) {
+    FloatVec acc[kScoreRows][2] = {};
+    for (Index dd = 0; dd < d; ++dd) {
+      const FloatVec k0 = simd::load<FloatVec>(kt + dd * kKeyTile + c0);
+      const FloatVec k1 = simd::load<FloatVec>(kt + dd * kKeyTile + c0 + kFloatLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < kScoreRows; ++r) {
+        const float qv = q[r * q_stride + dd];
+        acc[r][0] += qv * k0;
+        acc[r][1] += qv * k1;
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < kScoreRows; ++r) {
+      simd::store(s + r * kKeyTile + c0, acc[r][0] * scale);
+      simd::store(s + r * kKeyTile + c0 + kFloatLanes, acc[r][1] * scale);
+    }
+  }
+}
+
+/// o[r][c..] = correction[r] * o[r][c..] + sum_j p[r][j] v[j][c..] for kOutputRows rows and
+/// Vectors vectors of columns starting at column c (o and v rows have `width` floats).
+template <int Vectors>
+POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const float* POSENC_RESTRICT v, Index width,
+                                       const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o, Index c) {
+  FloatVec acc[kOutputRows][Vectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < kOutputRows; ++r) {
+#pragma GCC unroll 8
+    for (int x = 0; x < Vectors; ++x) acc[r][x] = simd::load<FloatVec>(o + r * width + c + x * kFloatLanes) * correction[r];
+  }
+  for (Index j = 0; j < kKeyTile; ++j) {
+    FloatVec vv[Vectors];
+#pragma GCC unroll 8
+    for (int x = 0; x < Vectors; ++x) vv[x] = simd::load<FloatVec>(v + j * width + c + x * kFloatLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kOutputRows; ++r) {
+      const float pr = p[r * kKeyTile + j];
+#pragma GCC unroll 8
+      for (int x = 0; x < Vectors; ++x) acc[r][x] += pr * vv[x];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kOutputRows; ++r) {
+#pragma GCC unroll 8
+    for (int x = 0; x < Vectors; ++x) simd::store(o + r * width + c + x * kFloatLanes, acc[r][x]);
+  }
+}
+
+/// Online-softmax bookkeeping of one query row (Milakov & Gimelshein 2018).
+struct RowState {
+  float max = kMinusInfinity;
+  double sum = 0.0;
+};
+
+/// Turns scores row[0, kKeyTile) (masked entries -inf) into weights exp(s - new max), updates the
+/// row's running max and sum, and returns the factor that rescales its earlier output.
+inline float softmax_tile_row(float* POSENC_RESTRICT row, RowState& state) {
+  FloatVec m = simd::load<FloatVec>(row);
+  for (Index j = kFloatLanes; j < kKeyTile; j += kFloatLanes) {
+    const FloatVec x = simd::load<FloatVec>(row + j);
+    m = x > m ? x : m;
+  }
+  const float new_max = std::max(state.max, reduce_max(m));
+  if (new_max == kMinusInfinity) {  // nothing visible yet: weights 0, keep the (empty) output
+    std::fill(row, row + kKeyTile, 0.0f);
+    return 1.0f;
+  }
+  const float correction = state.max == kMinusInfinity ? 0.0f : std::exp(state.max - new_max);
+  FloatVec total{};
+  for (Index j = 0; j < kKeyTile; j += kFloatLanes) {
+    const FloatVec p = simd::exp_nonpositive(simd::load<FloatVec>(row + j) - new_max);
+    simd::store(row + j, p);
+    total += p;
+  }
+  state.sum = state.sum * correction + reduce_sum(total);
+  state.max = new_max;
+  return correction;
+}
+
+/// Positions, mask and the per-row bias shift of one attention call, for one sequence.
+struct SequenceView {
+  const Position* q_positions;
+  const Position* k_positions;
+  const std::uint8_t* key_padding;  // may be null
+  bool causal;
+  bool visible(Position q, Index j) const {
+    return (!causal || k_positions[j] <= q) && (key_padding == nullptr || key_padding[j] == 0);
+  }
+};
+
+/// The bias each query row is shifted by: the head's bias at the visible key nearest to the query
+/// (softmax is shift-invariant; this keeps float score rows small even at position 1e7).
+template <class P>
+double bias_shift(const P& policy, Index head, const SequenceView& seq, Index k_len, Position q) {
+  Position nearest = -1;
+  Position best = std::numeric_limits<Position>::max();
+  for (Index j = 0; j < k_len; ++j) {
+    const Position delta = seq.k_positions[j] > q ? seq.k_positions[j] - q : q - seq.k_positions[j];
+    if (delta < best && seq.visible(q, j)) {
+      best = delta;
+      nearest = seq.k_positions[j];
+    }
+  }
+  if (nearest < 0) return 0.0;
+  double bias = 0.0;
+  policy.add_bias_row(head, q, &nearest, 1, 0.0, &bias);
+  return bias;
+}
+
+/// Key tiles of one (sequence, kv head): rotated K transposed [tile][d][kKeyTile], V padded to
+/// [tile][kKeyTile][width], plus each tile's position range and whether any key in it is padded.
+struct PackedKeys {
+  Index tiles = 0;
+  Index width = 0;  // head_dim rounded up to whole vectors
+  std::vector<float> kt;
+  std::vector<float> v;
+  std::vector<Position> min_position, max_position;
+  std::vector<std::uint8_t> has_padding;
+};
+
+template <class P, class Rotation>
+void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b, Index kv_head,
+               const SequenceView& seq, const P& policy, const Rotation* rotation, PackedKeys& packed) {
+  const Index d = s.head_dim;
+  packed.tiles = (s.k_len + kKeyTile - 1) / kKeyTile;
+  packed.width = round_up(d, kFloatLanes);
+  packed.kt.assign(static_cast<std::size_t>(packed.tiles * d * kKeyTile), 0.0f);
+  packed.v.assign(static_cast<std::size_t>(packed.tiles * kKeyTile * packed.width), 0.0f);
+  packed.min_position.assign(static_cast<std::size_t>(packed.tiles), std::numeric_limits<Position>::max());
+  packed.max_position.assign(static_cast<std::size_t>(packed.tiles), -1);
+  packed.has_padding.assign(static_cast<std::size_t>(packed.tiles), 0);
+  std::vector<float> rows(static_cast<std::size_t>(kKeyTile * d));
+  for (Index t = 0; t < packed.tiles; ++t) {
+    const Index j0 = t * kKeyTile;
+    const Index n = std::min(kKeyTile, s.k_len - j0);
+    for (Index j = 0; j < n; ++j) {
+      const float* k_row = k + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
+      const float* v_row = v + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
+      std::copy(k_row, k_row + d, rows.data() + j * d);
+      std::copy(v_row, v_row + d, packed.v.data() + (t * kKeyTile + j) * packed.width);
+      const Position p = seq.k_positions[j0 + j];
+      packed.min_position[static_cast<std::size_t>(t)] = std::min(packed.min_position[static_cast<std::size_t>(t)], p);
+      packed.max_position[static_cast<std::size_t>(t)] = std::max(packed.max_position[static_cast<std::size_t>(t)], p);
+      if (seq.key_padding != nullptr && seq.key_padding[j0 + j] != 0) packed.has_padding[static_cast<std::size_t>(t)] = 1;
+    }
+    if constexpr (P::kQKRotation) policy.rotate_unchecked(rows.data(), n, 1, seq.k_positions + j0, *rotation);
+    float* kt = packed.kt.data() + t * d * kKeyTile;
+    for (Index j = 0; j < n; ++j) {
+      for (Index c = 0; c < d; ++c) kt[c * kKeyTile + j] = rows[static_cast<std::size_t>(j * d + c)];
+    }
+  }
+}
+
+/// Per-thread buffers of the prefill schedule.
+struct QueryTileScratch {
+  std::vector<float> q, scores, output, correction;
+  std::vector<RowState> rows;
+  std::vector<double> shift;
+  void size_for(Index d, Index width) {
+    q.assign(static_cast<std::size_t>(kQueryTile * d), 0.0f);
+    scores.resize(static_cast<std::size_t>(kQueryTile * kKeyTile));
+    output.resize(static_cast<std::size_t>(kQueryTile * width));
+    correction.resize(static_cast<std::size_t>(kQueryTile));
+    rows.resize(static_cast<std::size_t>(kQueryTile));
+    shift.resize(static_cast<std::size_t>(kQueryTile));
+  }
+};
+
+/// One query tile of one head against every visible key tile; writes its rows of `out`.
+template <class P, class Rotation>
+void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index head, Index i0,
+                       const SequenceView& seq, const PackedKeys& keys, const P& policy, const Rotation* rotation,
+                       float scale, QueryTileScratch& scratch, float* out) {
+  const Index d = s.head_dim;
+  const Index width = keys.width;
+  const Index n = std::min(kQueryTile, s.q_len - i0);
+  const Position* qp = seq.q_positions + i0;
+  for (Index i = 0; i < n; ++i) {
+    const float* q_row = q + ((b * s.q_len + i0 + i) * s.heads + head) * d;
+    std::copy(q_row, q_row + d, scratch.q.data() + i * d);
+  }
+  std::fill(scratch.q.begin() + n * d, scratch.q.end(), 0.0f);
+  if constexpr (P::kQKRotation) policy.rotate_unchecked(scratch.q.data(), n, 1, qp, *rotation);
+  std::fill(scratch.output.begin(), scratch.output.end(), 0.0f);
+  std::fill(scratch.rows.begin(), scratch.rows.end(), RowState{});
+  Position q_min = std::numeric_limits<Position>::max(), q_max = -1;
+  for (Index i = 0; i < n; ++i) {
+    q_min = std::min(q_min, qp[i]);
+    q_max = std::max(q_max, qp[i]);
+    if constexpr (P::kScoreBias) scratch.shift[static_cast<std::size_t>(i)] = bias_shift(policy, head, seq, s.k_len, qp[i]);
+  }
+  const Index row_blocks = round_up(n, kScoreRows) / kScoreRows;
+
+  for (Index t = 0; t < keys.tiles; ++t) {
+    const auto tile = static_cast<std::size_t>(t);
+    if (seq.causal && keys.min_position[tile] > q_max) continue;  // wholly in the future
+    const Index j0 = t * kKeyTile;
+    const Index keys_in_tile = std::min(kKeyTile, s.k_len - j0);
+    const bool all_visible = keys_in_tile == kKeyTile && !keys.has_padding[tile] &&
+                             (!seq.causal || keys.max_position[tile] <= q_min);
+    const float* kt = keys.kt.data() + t * d * kKeyTile;
+    for (Index r = 0; r < row_blocks; ++r) {
+      score_block(scratch.q.data() + r * kScoreRows * d, d, kt, d, scale, scratch.scores.data() + r * kScoreRows * kKeyTile);
+    }
+    for (Index i = 0; i < n; ++i) {
+      float* row = scratch.scores.data() + i * kKeyTile;
+      if constexpr (P::kScoreBias) {
+        policy.add_bias_row(head, qp[i], seq.k_positions + j0, keys_in_tile, scratch.shift[static_cast<std::size_t>(i)], row);
+      }
+      if (!all_visible) {
+        for (Index j = 0; j < kKeyTile; ++j) {
+          if (j >= keys_in_tile || !seq.visible(qp[i], j0 + j)) row[j] = kMinusInfinity;
+        }
+      }
+      scratch.correction[static_cast<std::size_t>(i)] = softmax_tile_row(row, scratch.rows[static_cast<std::size_t>(i)]);
+    }
+    const float* v = keys.v.data() + t * kKeyTile * width;
+    const Index whole = width / (kOutputVectors * kFloatLanes) * (kOutputVectors * kFloatLanes);
+    for (Index i = 0; i < n; i += kOutputRows) {
+      const float* p = scratch.scores.data() + i * kKeyTile;
+      float* o = scratch.output.data() + i * width;
+      const float* correction = scratch.correction.data() + i;
+      for (Index c = 0; c < whole; c += kOutputVectors * kFloatLanes) output_block<kOutputVectors>(p, v, width, correction, o, c);
+      for (Index c = whole; c < width; c += kFloatLanes) output_block<1>(p, v, width, correction, o, c);
+    }
+  }
+  for (Index i = 0; i < n; ++i) {
+    float* o = out + ((b * s.q_len + i0 + i) * s.heads + head) * d;
+    const RowState& state = scratch.rows[static_cast<std::size_t>(i)];
+    const float inverse = state.sum > 0.0 ? static_cast<float>(1.0 / state.sum) : 0.0f;  // no visible key: zeros
+    for (Index c = 0; c < d; ++c) o[c] = scratch.output[static_cast<std::size_t>(i * width + c)] * inverse;
+  }
+}
+
+/// <a, b> over d floats.
+POSENC_ALWAYS_INLINE float dot(const float* POSENC_RESTRICT a, const float* POSENC_RESTRICT b, Index d) {
+  FloatVec acc0{}, acc1{};
+  Index c = 0;
+  for (; c + 2 * kFloatLanes <= d; c += 2 * kFloatLanes) {
+    acc0 += simd::load<FloatVec>(a + c) * simd::load<FloatVec>(b + c);
+    acc1 += simd::load<FloatVec>(a + c + kFloatLanes) * simd::load<FloatVec>(b + c + kFloatLanes);
+  }
+  for (; c + kFloatLanes <= d; c += kFloatLanes) acc0 += simd::load<FloatVec>(a + c) * simd::load<FloatVec>(b + c);
+  float sum = reduce_sum(acc0 + acc1);
+  for (; c < d; ++c) sum += a[c] * b[c];
+  return sum;
+}
+
+/// o[0, d) = correction * o + sum_j p[j] v_j, v_j at v + j * stride.
+POSENC_ALWAYS_INLINE void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float* POSENC_RESTRICT v,
+                                          Index stride, Index d, float correction, float* POSENC_RESTRICT o) {
+  Index c = 0;
+  for (; c + kFloatLanes <= d; c += kFloatLanes) {
+    FloatVec acc = simd::load<FloatVec>(o + c) * correction;
+    for (Index j = 0; j < n; ++j) acc += p[j] * simd::load<FloatVec>(v + j * stride + c);
+    simd::store(o + c, acc);
+  }
+  for (; c < d; ++c) {
+    float acc = o[c] * correction;
+    for (Index j = 0; j < n; ++j) acc += p[j] * v[j * stride + c];
+    o[c] = acc;
+  }
+}
+
+/// Decode schedule for one (sequence, kv head): K and V rows streamed once, tile by tile, shared
+/// by the group's query heads and the (few) queries.
+template <class P, class Rotation>
+void decode_kv_head(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_head,
+                    const SequenceView& seq, const P& policy, const Rotation* rotation, float scale, float* out) {
+  const Index d = s.head_dim;
+  const Index group = s.heads / s.kv_heads;
+  const Index rows = s.q_len * group;  // row r: query r / group, head kv_head * group + r % group
+  std::vector<float> q_rows(static_cast<std::size_t>(rows * d)), output(static_cast<std::size_t>(rows * d), 0.0f);
+  std::vector<float> scores(static_cast<std::size_t>(rows * kKeyTile));
+  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * d) : 0);
+  std::vector<RowState> state(static_cast<std::size_t>(rows));
+  std::vector<double> shift(static_cast<std::size_t>(rows), 0.0);
+  for (Index r = 0; r < rows; ++r) {
+    const Index i = r / group, head = kv_head * group + r % group;
+    const float* q_row = q + ((b * s.q_len + i) * s.heads + head) * d;
+    std::copy(q_row, q_row + d, q_rows.data() + r * d);
+    if constexpr (P::kQKRotation) policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + i, *rotation);
+    if constexpr (P::kScoreBias) shift[static_cast<std::size_t>(r)] = bias_shift(policy, head, seq, s.k_len, seq.q_positions[i]);
+  }
+  const Index kv_stride = s.kv_heads * d;
+  for (Index j0 = 0; j0 < s.k_len; j0 += kKeyTile) {
+    const Index n = std::min(kKeyTile, s.k_len - j0);
+    const float* k_tile = k + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
+    const float* v_tile = v + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
+    Index k_stride = kv_stride;
+    if constexpr (P::kQKRotation) {
+      for (Index j = 0; j < n; ++j) std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + d, rotated.data() + j * d);
+      policy.rotate_unchecked(rotated.data(), n, 1, seq.k_positions + j0, *rotation);
+      k_tile = rotated.data();
+      k_stride = d;
+    }
+    for (Index r = 0; r < rows; ++r) {
+      const Index i = r / group, head = kv_head * group + r % group;
+      const Position qp = seq.q_positions[i];
+      float* row = scores.data() + r * kKeyTile;
+      for (Index j = 0; j < n; ++j) row[j] = scale * dot(q_rows.data() + r * d, k_tile + j * k_stride, d);
+      if constexpr (P::kScoreBias) policy.add_bias_row(head, qp, seq.k_positions + j0, n, shift[static_cast<std::size_t>(r)], row);
+      for (Index j = 0; j < kKeyTile; ++j) {
+        if (j >= n || !seq.visible(qp, j0 + j)) row[j] = kMinusInfinity;
+      }
+      const float correction = softmax_tile_row(row, state[static_cast<std::size_t>(r)]);
+      accumulate_rows(row, n, v_tile, kv_stride, d, correction, output.data() + r * d);
+    }
+  }
+  for (Index r = 0; r < rows; ++r) {
+    const Index i = r / group, head = kv_head * group + r % group;
+    float* o = out + ((b * s.q_len + i) * s.heads + head) * d;
+    const double sum = state[static_cast<std::size_t>(r)].sum;
+    const float inverse = sum > 0.0 ? static_cast<float>(1.0 / sum) : 0.0f;
+    for (Index c = 0; c < d; ++c) o[c] = output[static_cast<std::size_t>(r * d + c)] * inverse;
+  }
+}
+
+/// The per-call rotation state of a policy (a placeholder for policies without the hook).
+template <class P, bool = P::kQKRotation>
+struct RotationOf {
+  using type = int;
+};
+template <class P>
+struct RotationOf<P, true> {
+  using type = typename P::Rotation;
+};
+
+/// Arguments validated by the caller (check_attention_inputs); `key_padding` may be null.
+template <class P>
+void tiled_attention_unchecked(const AttentionShape& s, const float* q, const float* k, const float* v,
+                               const Position* q_positions, const Position* k_positions, const std::uint8_t* key_padding,
+                               const P& policy, const AttentionOptions& options, float* out) {
+  const float scale = static_cast<float>(options.scale.value_or(1.0 / std::sqrt(static_cast<double>(s.head_dim))));
+  const int threads = attention_threads(options);
+  using Rotation = typename RotationOf<P>::type;
+  Rotation rotation{};
+  if constexpr (P::kQKRotation) rotation = policy.rotation(call_sequence_length(s, q_positions, k_positions));
+  const Rotation* rotation_ptr = &rotation;
+  const auto sequence = [&](Index b) {
+    return SequenceView{q_positions + b * s.q_len, k_positions + b * s.k_len,
+                        key_padding != nullptr ? key_padding + b * s.k_len : nullptr, options.causal};
+  };
+
+  if (s.q_len < kDecodeMaxQueries) {
+    parallel_for(s.batch * s.kv_heads, threads, [&](Index item, int) {
+      const Index b = item / s.kv_heads;
+      decode_kv_head(s, q, k, v, b, item % s.kv_heads, sequence(b), policy, rotation_ptr, scale, out);
+    });
+    return;
+  }
+
+  const Index group = s.heads / s.kv_heads;
+  const Index query_tiles = (s.q_len + kQueryTile - 1) / kQueryTile;
+  PackedKeys keys;
+  std::vector<QueryTileScratch> scratch(static_cast<std::size_t>(std::max(threads, 1)));
+  for (Index b = 0; b < s.batch; ++b) {
+    const SequenceView seq = sequence(b);
+    for (Index g = 0; g < s.kv_heads; ++g) {
+      pack_keys(s, k, v, b, g, seq, policy, rotation_ptr, keys);
+      for (auto& buffers : scratch) buffers.size_for(s.head_dim, keys.width);
+      // Largest query tiles first: under causal masking the last tiles see the most keys.
+      parallel_for(group * query_tiles, threads, [&](Index item, int worker) {
+        const Index head = g * group + item % group;
+        const Index tile = query_tiles - 1 - item / group;
+        attend_query_tile(s, q, b, head, tile * kQueryTile, seq, keys, policy, rotation_ptr, scale,
+                          scratch[static_cast<std::size_t>(worker)], out);
+      });
+    }
+  }
+}
+
+}  // namespace posenc::detail
+
+#endif  // POSENC_HAS_VECTOR_KERNELS
