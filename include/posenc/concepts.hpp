@@ -45,15 +45,15 @@ concept QKRotation = requires(const P& policy, Position seq_len, float* xf, doub
   policy.rotate_unchecked(xd, tokens, heads, positions, policy.rotation(seq_len));
 };
 
-/// Additive score bias: row[j] += T(b_head(q_position, k_positions[j]) - shift) for j < n.
-/// Softmax ignores a per-row constant; the tiled attention passes the bias of the row's nearest
-/// visible key as `shift` so that float rows stay small and exact at large positions.
+/// Additive score bias: row[j] += b_head(q_position, k_positions[j]) for j < n. Attention calls it
+/// on double rows (ALiBi biases reach 1e9 at large positions, where float spacing is too coarse
+/// for softmax); the float form serves callers that want float bias matrices.
 template <class P>
 concept ScoreBias = requires(const P& policy, Index head, Position q_position, const Position* k_positions,
-                             Index n, double shift, double* row_d, float* row_f) {
+                             Index n, double* row_d, float* row_f) {
   policy.check_heads(head);  // throws unless the policy serves exactly this many heads
-  policy.add_bias_row(head, q_position, k_positions, n, shift, row_d);
-  policy.add_bias_row(head, q_position, k_positions, n, shift, row_f);
+  policy.add_bias_row(head, q_position, k_positions, n, row_d);
+  policy.add_bias_row(head, q_position, k_positions, n, row_f);
 };
 
 /// A complete policy: derives from EncodingBase and implements every hook it declares.
@@ -79,7 +79,7 @@ constexpr bool check_policy() {
                   "rotation(Position seq_len) or rotate_unchecked(T*, tokens, heads, positions, rotation)");
     static_assert(!P::kScoreBias || ScoreBias<P>,
                   "posenc: the policy sets kScoreBias but lacks check_heads(Index) or "
-                  "add_bias_row(head, q_position, k_positions, n, double shift, T* row) for T = float and double");
+                  "add_bias_row(head, q_position, k_positions, n, T* row) for T = float and double");
   }
   return true;
 }

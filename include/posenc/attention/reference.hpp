@@ -52,7 +52,7 @@ void reference_attention_unchecked(const AttentionShape& s, const float* q, cons
           for (Index c = 0; c < d; ++c) dot += q_row[c] * k_row[c];
           scores[static_cast<std::size_t>(j)] = scale * dot;
         }
-        if constexpr (P::kScoreBias) policy.add_bias_row(h, qp[i], kp, s.k_len, 0.0, scores.data());
+        if constexpr (P::kScoreBias) policy.add_bias_row(h, qp[i], kp, s.k_len, scores.data());
 
         const auto visible = [&](Index j) {
           return (!options.causal || kp[j] <= qp[i]) && (padding == nullptr || padding[j] == 0);

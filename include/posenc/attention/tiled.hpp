@@ -76,17 +76,8 @@ void parallel_for(Index items, int threads, Body&& body) {
   for (auto& t : pool) t.join();
 }
 
-/// Horizontal maximum and sum of a vector.
-POSENC_ALWAYS_INLINE float reduce_max(FloatVec v) {
-  float m = v[0];
-  for (int i = 1; i < kFloatLanes; ++i) m = std::max(m, v[i]);
-  return m;
-}
-POSENC_ALWAYS_INLINE float reduce_sum(FloatVec v) {
-  float s = 0.0f;
-  for (int i = 0; i < kFloatLanes; ++i) s += v[i];
-  return s;
-}
+using simd::reduce_max;
+using simd::reduce_sum;
 
 /// s[r][c] = scale * sum_d q[r][d] kt[d][c] for kScoreRows rows, kKeyTile columns.
 inline void score_block(const float* POSENC_RESTRICT q, Index q_stride, const float* POSENC_RESTRICT kt, Index d,
@@ -142,28 +133,42 @@ POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const flo
 
 /// Online-softmax bookkeeping of one query row (Milakov & Gimelshein 2018).
 struct RowState {
-  float max = kMinusInfinity;
+  double max = -std::numeric_limits<double>::infinity();
   double sum = 0.0;
 };
 
-/// Turns scores row[0, kKeyTile) (masked entries -inf) into weights exp(s - new max), updates the
-/// row's running max and sum, and returns the factor that rescales its earlier output.
-inline float softmax_tile_row(float* POSENC_RESTRICT row, RowState& state) {
-  FloatVec m = simd::load<FloatVec>(row);
-  for (Index j = kFloatLanes; j < kKeyTile; j += kFloatLanes) {
-    const FloatVec x = simd::load<FloatVec>(row + j);
+/// Turns one tile row of scores (float, or double when a bias was added; masked entries -inf)
+/// into weights exp(score - new max), updates the row's running max and sum, and returns the
+/// factor that rescales the row's earlier output. Scores are shifted by the max in their own
+/// precision, so only small numbers are rounded to float.
+template <class T>
+float softmax_tile_row(const T* scores, float* weights, RowState& state) {  // may alias
+  using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
+  constexpr Index lanes = sizeof(Vec) / sizeof(T);
+  Vec m = simd::load<Vec>(scores);
+  for (Index j = lanes; j < kKeyTile; j += lanes) {
+    const Vec x = simd::load<Vec>(scores + j);
     m = x > m ? x : m;
   }
-  const float new_max = std::max(state.max, reduce_max(m));
-  if (new_max == kMinusInfinity) {  // nothing visible yet: weights 0, keep the (empty) output
-    std::fill(row, row + kKeyTile, 0.0f);
+  double tile_max = m[0];
+  for (Index l = 1; l < lanes; ++l) tile_max = std::max(tile_max, static_cast<double>(m[l]));
+  const double new_max = std::max(state.max, tile_max);
+  if (new_max == -std::numeric_limits<double>::infinity()) {  // nothing visible yet: weights 0
+    std::fill(weights, weights + kKeyTile, 0.0f);
     return 1.0f;
   }
-  const float correction = state.max == kMinusInfinity ? 0.0f : std::exp(state.max - new_max);
+  const float correction = static_cast<float>(std::exp(state.max - new_max));  // 0 when state.max = -inf
+  if constexpr (std::is_same_v<T, double>) {
+    for (Index j = 0; j < kKeyTile; j += lanes) {
+      simd::store(weights + j, __builtin_convertvector(simd::load<Vec>(scores + j) - new_max, simd::HalfFloatVec));
+    }
+  }
+  const float shift = std::is_same_v<T, double> ? 0.0f : static_cast<float>(new_max);
+  const float* shifted = std::is_same_v<T, double> ? weights : reinterpret_cast<const float*>(scores);
   FloatVec total{};
   for (Index j = 0; j < kKeyTile; j += kFloatLanes) {
-    const FloatVec p = simd::exp_nonpositive(simd::load<FloatVec>(row + j) - new_max);
-    simd::store(row + j, p);
+    const FloatVec p = simd::exp_nonpositive(simd::load<FloatVec>(shifted + j) - shift);
+    simd::store(weights + j, p);
     total += p;
   }
   state.sum = state.sum * correction + reduce_sum(total);
@@ -171,7 +176,7 @@ inline float softmax_tile_row(float* POSENC_RESTRICT row, RowState& state) {
   return correction;
 }
 
-/// Positions, mask and the per-row bias shift of one attention call, for one sequence.
+/// Positions and mask of one attention call, for one sequence.
 struct SequenceView {
   const Position* q_positions;
   const Position* k_positions;
@@ -182,23 +187,40 @@ struct SequenceView {
   }
 };
 
-/// The bias each query row is shifted by: the head's bias at the visible key nearest to the query
-/// (softmax is shift-invariant; this keeps float score rows small even at position 1e7).
+/// Largest |running max| at which float score rows are accurate enough for softmax (float
+/// spacing 2e-6 at 16; the conformance tolerance is 2e-5).
+inline constexpr float kFloatExactLogit = 16.0f;
+
+/// Scores of one query row against one key tile (n real keys, the rest padding) to softmax
+/// weights, in place: the policy's bias, the mask, the online softmax. The bias is added in float
+/// while the row's running max stays small; otherwise (every visible key far away, so ALiBi biases
+/// in the millions) the row is redone in double, so large positions lose no accuracy.
 template <class P>
-double bias_shift(const P& policy, Index head, const SequenceView& seq, Index k_len, Position q) {
-  Position nearest = -1;
-  Position best = std::numeric_limits<Position>::max();
-  for (Index j = 0; j < k_len; ++j) {
-    const Position delta = seq.k_positions[j] > q ? seq.k_positions[j] - q : q - seq.k_positions[j];
-    if (delta < best && seq.visible(q, j)) {
-      best = delta;
-      nearest = seq.k_positions[j];
+float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
+                     bool all_visible, float* row, double* biased, RowState& state) {
+  const auto mask = [&](auto* values, auto masked) {
+    if (all_visible) return;
+    for (Index j = 0; j < kKeyTile; ++j) {
+      if (j >= n || !seq.visible(q, j0 + j)) values[j] = masked;
     }
+  };
+  if constexpr (P::kScoreBias) {
+    for (Index j = 0; j < kKeyTile; ++j) biased[j] = row[j];
+    policy.add_bias_row(head, q, seq.k_positions + j0, n, row);
+    mask(row, kMinusInfinity);
+    float tile_max = kMinusInfinity;
+    for (Index j = 0; j < kKeyTile; ++j) tile_max = std::max(tile_max, row[j]);
+    const double new_max = std::max(state.max, static_cast<double>(tile_max));
+    if (std::fabs(new_max) > kFloatExactLogit && new_max != -std::numeric_limits<double>::infinity()) {
+      policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
+      mask(biased, -std::numeric_limits<double>::infinity());
+      return softmax_tile_row(biased, row, state);
+    }
+  } else {
+    (void)policy, (void)head, (void)biased;
+    mask(row, kMinusInfinity);
   }
-  if (nearest < 0) return 0.0;
-  double bias = 0.0;
-  policy.add_bias_row(head, q, &nearest, 1, 0.0, &bias);
-  return bias;
+  return softmax_tile_row(row, row, state);
 }
 
 /// Key tiles of one (sequence, kv head): rotated K transposed [tile][d][kKeyTile], V padded to
@@ -249,14 +271,14 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
 struct QueryTileScratch {
   std::vector<float> q, scores, output, correction;
   std::vector<RowState> rows;
-  std::vector<double> shift;
+  std::vector<double> biased;
   void size_for(Index d, Index width) {
     q.assign(static_cast<std::size_t>(kQueryTile * d), 0.0f);
     scores.resize(static_cast<std::size_t>(kQueryTile * kKeyTile));
     output.resize(static_cast<std::size_t>(kQueryTile * width));
     correction.resize(static_cast<std::size_t>(kQueryTile));
     rows.resize(static_cast<std::size_t>(kQueryTile));
-    shift.resize(static_cast<std::size_t>(kQueryTile));
+    biased.resize(static_cast<std::size_t>(kKeyTile));
   }
 };
 
@@ -281,11 +303,12 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
   for (Index i = 0; i < n; ++i) {
     q_min = std::min(q_min, qp[i]);
     q_max = std::max(q_max, qp[i]);
-    if constexpr (P::kScoreBias) scratch.shift[static_cast<std::size_t>(i)] = bias_shift(policy, head, seq, s.k_len, qp[i]);
   }
   const Index row_blocks = round_up(n, kScoreRows) / kScoreRows;
 
-  for (Index t = 0; t < keys.tiles; ++t) {
+  // Last key tile first: with causal self-attention it holds the nearest keys, so the running max
+  // is set by the largest scores early and later (far) tiles only add small weights.
+  for (Index t = keys.tiles - 1; t >= 0; --t) {
     const auto tile = static_cast<std::size_t>(t);
     if (seq.causal && keys.min_position[tile] > q_max) continue;  // wholly in the future
     const Index j0 = t * kKeyTile;
@@ -297,16 +320,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
       score_block(scratch.q.data() + r * kScoreRows * d, d, kt, d, scale, scratch.scores.data() + r * kScoreRows * kKeyTile);
     }
     for (Index i = 0; i < n; ++i) {
-      float* row = scratch.scores.data() + i * kKeyTile;
-      if constexpr (P::kScoreBias) {
-        policy.add_bias_row(head, qp[i], seq.k_positions + j0, keys_in_tile, scratch.shift[static_cast<std::size_t>(i)], row);
-      }
-      if (!all_visible) {
-        for (Index j = 0; j < kKeyTile; ++j) {
-          if (j >= keys_in_tile || !seq.visible(qp[i], j0 + j)) row[j] = kMinusInfinity;
-        }
-      }
-      scratch.correction[static_cast<std::size_t>(i)] = softmax_tile_row(row, scratch.rows[static_cast<std::size_t>(i)]);
+      scratch.correction[static_cast<std::size_t>(i)] =
+          weigh_tile_row(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, scratch.scores.data() + i * kKeyTile,
+                         scratch.biased.data(), scratch.rows[static_cast<std::size_t>(i)]);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
     const Index whole = width / (kOutputVectors * kFloatLanes) * (kOutputVectors * kFloatLanes);
@@ -368,13 +384,12 @@ void decode_kv_head(const AttentionShape& s, const float* q, const float* k, con
   std::vector<float> scores(static_cast<std::size_t>(rows * kKeyTile));
   std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
-  std::vector<double> shift(static_cast<std::size_t>(rows), 0.0);
+  std::vector<double> biased(static_cast<std::size_t>(kKeyTile));
   for (Index r = 0; r < rows; ++r) {
     const Index i = r / group, head = kv_head * group + r % group;
     const float* q_row = q + ((b * s.q_len + i) * s.heads + head) * d;
     std::copy(q_row, q_row + d, q_rows.data() + r * d);
     if constexpr (P::kQKRotation) policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + i, *rotation);
-    if constexpr (P::kScoreBias) shift[static_cast<std::size_t>(r)] = bias_shift(policy, head, seq, s.k_len, seq.q_positions[i]);
   }
   const Index kv_stride = s.kv_heads * d;
   for (Index j0 = 0; j0 < s.k_len; j0 += kKeyTile) {
@@ -393,11 +408,9 @@ void decode_kv_head(const AttentionShape& s, const float* q, const float* k, con
       const Position qp = seq.q_positions[i];
       float* row = scores.data() + r * kKeyTile;
       for (Index j = 0; j < n; ++j) row[j] = scale * dot(q_rows.data() + r * d, k_tile + j * k_stride, d);
-      if constexpr (P::kScoreBias) policy.add_bias_row(head, qp, seq.k_positions + j0, n, shift[static_cast<std::size_t>(r)], row);
-      for (Index j = 0; j < kKeyTile; ++j) {
-        if (j >= n || !seq.visible(qp, j0 + j)) row[j] = kMinusInfinity;
-      }
-      const float correction = softmax_tile_row(row, state[static_cast<std::size_t>(r)]);
+      std::fill(row + n, row + kKeyTile, 0.0f);
+      const float correction = weigh_tile_row(policy, head, seq, qp, j0, n, false, row, biased.data(),
+                                              state[static_cast<std::size_t>(r)]);
       accumulate_rows(row, n, v_tile, kv_stride, d, correction, output.data() + r * d);
     }
   }

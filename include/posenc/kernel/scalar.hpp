@@ -47,15 +47,15 @@ void rotary_cos_sin(Position position, const double* POSENC_RESTRICT inv_freq, d
   }
 }
 
-/// ALiBi row: row[j] += T(-slope * |q_position - k_positions[j]| - shift) (Press et al. 2022),
-/// in double before the cast so that distances up to 2^31 stay exact.
+/// ALiBi row: row[j] += -slope * |q_position - k_positions[j]| (Press et al. 2022), formed in
+/// double so that distances up to 2^31 stay exact.
 template <class T>
 void add_alibi_row(T* POSENC_RESTRICT row, double slope, Position q_position,
-                   const Position* POSENC_RESTRICT k_positions, Index n, double shift) {
+                   const Position* POSENC_RESTRICT k_positions, Index n) {
   for (Index j = 0; j < n; ++j) {
     const Position delta = q_position - k_positions[j];
     const double distance = static_cast<double>(delta < 0 ? -delta : delta);
-    row[j] += static_cast<T>(-slope * distance - shift);
+    row[j] += static_cast<T>(-slope * distance);
   }
 }
 

@@ -58,6 +58,50 @@ constexpr FloatVec alternating_sign(std::index_sequence<I...>) {
 }
 }  // namespace detail
 
+// Horizontal sum and maximum, halving the vector log2(lanes) times.
+using Float2 = float __attribute__((vector_size(8)));
+using Float4 = float __attribute__((vector_size(16)));
+#if defined(__AVX__)
+using Float8 = float __attribute__((vector_size(32)));
+#endif
+#if defined(__AVX512F__)
+using Float16 = float __attribute__((vector_size(64)));
+#endif
+POSENC_ALWAYS_INLINE float reduce_sum(Float2 v) { return v[0] + v[1]; }
+POSENC_ALWAYS_INLINE float reduce_sum(Float4 v) {
+  return reduce_sum(__builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3));
+}
+#if defined(__AVX__)
+POSENC_ALWAYS_INLINE float reduce_sum(Float8 v) {
+  return reduce_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+}
+#endif
+#if defined(__AVX512F__)
+POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
+  return reduce_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                    __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+#endif
+template <class V>
+POSENC_ALWAYS_INLINE V max(V a, V b) {
+  return a > b ? a : b;
+}
+POSENC_ALWAYS_INLINE float reduce_max(Float2 v) { return v[0] > v[1] ? v[0] : v[1]; }
+POSENC_ALWAYS_INLINE float reduce_max(Float4 v) {
+  return reduce_max(max(__builtin_shufflevector(v, v, 0, 1), __builtin_shufflevector(v, v, 2, 3)));
+}
+#if defined(__AVX__)
+POSENC_ALWAYS_INLINE float reduce_max(Float8 v) {
+  return reduce_max(max(__builtin_shufflevector(v, v, 0, 1, 2, 3), __builtin_shufflevector(v, v, 4, 5, 6, 7)));
+}
+#endif
+#if defined(__AVX512F__)
+POSENC_ALWAYS_INLINE float reduce_max(Float16 v) {
+  return reduce_max(max(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
+                        __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
+}
+#endif
+
 /// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
 inline void rotate_half(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                         Index pairs) {

@@ -46,7 +46,7 @@ class ALiBi : public EncodingBase {
     out.setZero();
     for (Index h = 0; h < num_heads(); ++h) {
       for (Index i = 0; i < lq; ++i) {
-        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, 0.0, out.data() + (h * lq + i) * lk);
+        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
       }
     }
     return out;
@@ -58,9 +58,8 @@ class ALiBi : public EncodingBase {
                                       ", attention has ", heads, " heads");
   }
   template <class T>
-  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, double shift,
-                    T* row) const {
-    kernel::scalar::add_alibi_row(row, slopes_[static_cast<std::size_t>(head)], q_position, k_positions, n, shift);
+  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
+    kernel::scalar::add_alibi_row(row, slopes_[static_cast<std::size_t>(head)], q_position, k_positions, n);
   }
 
  private:

@@ -38,7 +38,7 @@ class RelativeBias : public EncodingBase {
     out.setZero();
     for (Index h = 0; h < num_heads(); ++h) {
       for (Index i = 0; i < lq; ++i) {
-        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, 0.0, out.data() + (h * lq + i) * lk);
+        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
       }
     }
     return out;
@@ -50,21 +50,19 @@ class RelativeBias : public EncodingBase {
                                    " columns (one per head), attention has ", heads, " heads");
   }
   template <class T>
-  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, double shift,
-                    T* row) const {
-    const T shift_t = static_cast<T>(shift);
+  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
     if (by_offset_) {  // the usual case: a gather from the head's bias over clamped offsets
       const Position reach = buckets_.config().max_distance;
       const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;
       for (Index j = 0; j < n; ++j) {
         const Position offset = std::clamp(k_positions[j] - q_position, -reach, reach);
-        row[j] += static_cast<T>(bias[offset]) - shift_t;
+        row[j] += static_cast<T>(bias[offset]);
       }
       return;
     }
     const float* column = table_->data() + head;
     for (Index j = 0; j < n; ++j) {
-      row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * num_heads()]) - shift_t;
+      row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * num_heads()]);
     }
   }
 
