@@ -56,6 +56,14 @@ concept ScoreBias = requires(const P& policy, Index head, Position q_position, c
   policy.add_bias_row(head, q_position, k_positions, n, row_f);
 };
 
+/// Optional fast form of the score-bias hook for keys at consecutive positions k_first,
+/// k_first + 1, ... (the usual KV cache): ALiBi becomes a ramp, T5 a contiguous slice.
+template <class P>
+concept ConsecutiveScoreBias = ScoreBias<P> && requires(const P& policy, Index head, Position q_position,
+                                                        Position k_first, Index n, float* row) {
+  policy.add_bias_row_consecutive(head, q_position, k_first, n, row);
+};
+
 /// A complete policy: derives from EncodingBase and implements every hook it declares.
 template <class P>
 concept PositionalEncoding = std::derived_from<P, EncodingBase> &&

@@ -217,7 +217,7 @@ struct BiasBuffers {
 /// in the millions) the row is redone in double, so large positions lose no accuracy.
 template <class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
-                     bool all_visible, float* row, BiasBuffers& buffers, RowState& state) {
+                     bool all_visible, bool consecutive, float* row, BiasBuffers& buffers, RowState& state) {
   const auto mask = [&](auto* values, auto masked) {
     if (all_visible) return;
     for (Index j = 0; j < kKeyTile; ++j) {
@@ -227,7 +227,15 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
   if constexpr (P::kScoreBias) {
     float* biased = buffers.single;
     std::copy(row, row + kKeyTile, biased);
-    policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
+    if constexpr (ConsecutiveScoreBias<P>) {
+      if (consecutive) {
+        policy.add_bias_row_consecutive(head, q, seq.k_positions[j0], n, biased);
+      } else {
+        policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
+      }
+    } else {
+      policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
+    }
     mask(biased, kMinusInfinity);
     const double tile_max = tile_row_max(biased);
     const double new_max = std::max(state.max, tile_max);
@@ -240,7 +248,7 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
     }
     return softmax_tile_row(biased, tile_max, row, state);
   } else {
-    (void)policy, (void)head, (void)buffers;
+    (void)policy, (void)head, (void)buffers, (void)consecutive;
     mask(row, kMinusInfinity);
     return softmax_tile_row(row, tile_row_max(row), row, state);
   }
@@ -255,7 +263,16 @@ struct PackedKeys {
   std::vector<float> v;
   std::vector<Position> min_position, max_position;
   std::vector<std::uint8_t> has_padding;
+  std::vector<std::uint8_t> consecutive;  // positions k_first, k_first + 1, ... (the usual cache)
 };
+
+/// Whether positions[0, n) are p, p + 1, ..., p + n - 1.
+inline bool consecutive_positions(const Position* positions, Index n) {
+  for (Index j = 1; j < n; ++j) {
+    if (positions[j] != positions[0] + j) return false;
+  }
+  return true;
+}
 
 template <class P, class Rotation>
 void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b, Index kv_head,
@@ -268,6 +285,7 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
   packed.min_position.assign(static_cast<std::size_t>(packed.tiles), std::numeric_limits<Position>::max());
   packed.max_position.assign(static_cast<std::size_t>(packed.tiles), -1);
   packed.has_padding.assign(static_cast<std::size_t>(packed.tiles), 0);
+  packed.consecutive.assign(static_cast<std::size_t>(packed.tiles), 0);
   std::vector<float> rows(static_cast<std::size_t>(kKeyTile * d));
   for (Index t = 0; t < packed.tiles; ++t) {
     const Index j0 = t * kKeyTile;
@@ -282,6 +300,7 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
       packed.max_position[static_cast<std::size_t>(t)] = std::max(packed.max_position[static_cast<std::size_t>(t)], p);
       if (seq.key_padding != nullptr && seq.key_padding[j0 + j] != 0) packed.has_padding[static_cast<std::size_t>(t)] = 1;
     }
+    packed.consecutive[static_cast<std::size_t>(t)] = consecutive_positions(seq.k_positions + j0, n);
     if constexpr (P::kQKRotation) policy.rotate_unchecked(rows.data(), n, 1, seq.k_positions + j0, *rotation);
     float* kt = packed.kt.data() + t * d * kKeyTile;
     for (Index j = 0; j < n; ++j) {
@@ -343,7 +362,8 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     }
     for (Index i = 0; i < n; ++i) {
       scratch.correction[static_cast<std::size_t>(i)] =
-          weigh_tile_row(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, scratch.scores.data() + i * kKeyTile,
+          weigh_tile_row(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, keys.consecutive[tile] != 0,
+                         scratch.scores.data() + i * kKeyTile,
                          scratch.bias, scratch.rows[static_cast<std::size_t>(i)]);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
@@ -378,15 +398,29 @@ POSENC_ALWAYS_INLINE float dot(const float* POSENC_RESTRICT a, const float* POSE
   return sum;
 }
 
-/// o[0, d) = correction * o + sum_j p[j] v_j, v_j at v + j * stride.
-POSENC_ALWAYS_INLINE void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float* POSENC_RESTRICT v,
-                                          Index stride, Index d, float correction, float* POSENC_RESTRICT o) {
-  Index c = 0;
-  for (; c + kFloatLanes <= d; c += kFloatLanes) {
-    FloatVec acc = simd::load<FloatVec>(o + c) * correction;
-    for (Index j = 0; j < n; ++j) acc += p[j] * simd::load<FloatVec>(v + j * stride + c);
-    simd::store(o + c, acc);
+/// o[c, c + Vectors * lanes) = correction * o + sum_j p[j] v_j[same columns]: accumulators stay
+/// in registers across the keys (independent FMA chains).
+template <int Vectors>
+POSENC_ALWAYS_INLINE void accumulate_columns(const float* POSENC_RESTRICT p, Index n, const float* POSENC_RESTRICT v,
+                                             Index stride, float correction, float* POSENC_RESTRICT o) {
+  FloatVec acc[Vectors];
+#pragma GCC unroll 8
+  for (int x = 0; x < Vectors; ++x) acc[x] = simd::load<FloatVec>(o + x * kFloatLanes) * correction;
+  for (Index j = 0; j < n; ++j) {
+#pragma GCC unroll 8
+    for (int x = 0; x < Vectors; ++x) acc[x] += p[j] * simd::load<FloatVec>(v + j * stride + x * kFloatLanes);
   }
+#pragma GCC unroll 8
+  for (int x = 0; x < Vectors; ++x) simd::store(o + x * kFloatLanes, acc[x]);
+}
+
+/// o[0, d) = correction * o + sum_j p[j] v_j, v_j at v + j * stride.
+inline void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float* POSENC_RESTRICT v, Index stride,
+                            Index d, float correction, float* POSENC_RESTRICT o) {
+  constexpr Index kBlock = 8 * kFloatLanes;
+  Index c = 0;
+  for (; c + kBlock <= d; c += kBlock) accumulate_columns<8>(p, n, v + c, stride, correction, o + c);
+  for (; c + kFloatLanes <= d; c += kFloatLanes) accumulate_columns<1>(p, n, v + c, stride, correction, o + c);
   for (; c < d; ++c) {
     float acc = o[c] * correction;
     for (Index j = 0; j < n; ++j) acc += p[j] * v[j * stride + c];
@@ -394,51 +428,103 @@ POSENC_ALWAYS_INLINE void accumulate_rows(const float* POSENC_RESTRICT p, Index 
   }
 }
 
-/// Decode schedule for one (sequence, kv head): K and V rows streamed once, tile by tile, shared
-/// by the group's query heads and the (few) queries.
+/// scores[j] = scale * <q, k_j> for j < n, k_j at k + j * stride; four keys at a time so the FMA
+/// chains are independent.
+inline void dot_keys(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
+                     float scale, float* POSENC_RESTRICT scores) {
+  Index j = 0;
+  const Index whole = d / kFloatLanes * kFloatLanes;
+  for (; j + 4 <= n; j += 4) {
+    FloatVec acc[4] = {};
+    for (Index c = 0; c < whole; c += kFloatLanes) {
+      const FloatVec qv = simd::load<FloatVec>(q + c);
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x) acc[x] += qv * simd::load<FloatVec>(k + (j + x) * stride + c);
+    }
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      float sum = reduce_sum(acc[x]);
+      for (Index c = whole; c < d; ++c) sum += q[c] * k[(j + x) * stride + c];
+      scores[j + x] = scale * sum;
+    }
+  }
+  for (; j < n; ++j) scores[j] = scale * dot(q, k + j * stride, d);
+}
+
+/// Asks the cache for [begin, begin + bytes) ahead of use (decode streams K and V tile by tile).
+inline void prefetch(const void* begin, std::size_t bytes) {
+  const char* p = static_cast<const char*>(begin);
+  for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
+}
+
+/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end): K and V are streamed
+/// once in memory order, tile by tile (the next tile prefetched), each tile shared by every query
+/// head of its group and by the (few) queries.
 template <class P, class Rotation>
-void decode_kv_head(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_head,
-                    const SequenceView& seq, const P& policy, const Rotation* rotation, float scale, float* out) {
+void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
+                     Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
+                     float* out) {
   const Index d = s.head_dim;
   const Index group = s.heads / s.kv_heads;
-  const Index rows = s.q_len * group;  // row r: query r / group, head kv_head * group + r % group
+  const Index kv_count = kv_end - kv_begin;
+  const Index rows_per_kv = s.q_len * group;  // row r of kv head g: query r / group, head g * group + r % group
+  const Index rows = kv_count * rows_per_kv;
+  const auto query_of = [&](Index r) { return (r % rows_per_kv) / group; };
+  const auto head_of = [&](Index r) { return (kv_begin + r / rows_per_kv) * group + r % group; };
   std::vector<float> q_rows(static_cast<std::size_t>(rows * d)), output(static_cast<std::size_t>(rows * d), 0.0f);
   std::vector<float> scores(static_cast<std::size_t>(rows * kKeyTile));
-  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * d) : 0);
+  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * kv_count * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
   BiasBuffers bias;
   for (Index r = 0; r < rows; ++r) {
-    const Index i = r / group, head = kv_head * group + r % group;
-    const float* q_row = q + ((b * s.q_len + i) * s.heads + head) * d;
+    const float* q_row = q + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
     std::copy(q_row, q_row + d, q_rows.data() + r * d);
-    if constexpr (P::kQKRotation) policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + i, *rotation);
+    if constexpr (P::kQKRotation) {
+      policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + query_of(r), *rotation);
+    }
   }
-  const Index kv_stride = s.kv_heads * d;
+  const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
+  const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
+  const auto tile_bytes = [&](Index n) { return static_cast<std::size_t>(((n - 1) * kv_stride + kv_count * d) * 4); };
   for (Index j0 = 0; j0 < s.k_len; j0 += kKeyTile) {
     const Index n = std::min(kKeyTile, s.k_len - j0);
-    const float* k_tile = k + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
-    const float* v_tile = v + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
+    // The next tile is requested a slice per row, so the loads overlap this tile's arithmetic.
+    const Index next = j0 + kKeyTile < s.k_len ? std::min(kKeyTile, s.k_len - j0 - kKeyTile) : 0;
+    const std::size_t next_bytes = next > 0 ? tile_bytes(next) : 0;
+    const std::size_t slice = (next_bytes / static_cast<std::size_t>(rows) + 63) / 64 * 64;
+    const auto prefetch_slice = [&](Index r) {
+      const std::size_t begin = static_cast<std::size_t>(r) * slice;
+      if (begin >= next_bytes) return;
+      const std::size_t bytes = std::min(slice, next_bytes - begin);
+      prefetch(reinterpret_cast<const char*>(tile_start(k, j0 + kKeyTile)) + begin, bytes);
+      prefetch(reinterpret_cast<const char*>(tile_start(v, j0 + kKeyTile)) + begin, bytes);
+    };
+    const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
     Index k_stride = kv_stride;
     if constexpr (P::kQKRotation) {
-      for (Index j = 0; j < n; ++j) std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + d, rotated.data() + j * d);
-      policy.rotate_unchecked(rotated.data(), n, 1, seq.k_positions + j0, *rotation);
+      for (Index j = 0; j < n; ++j) {
+        std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
+      }
+      policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
       k_tile = rotated.data();
-      k_stride = d;
+      k_stride = kv_count * d;
     }
     for (Index r = 0; r < rows; ++r) {
-      const Index i = r / group, head = kv_head * group + r % group;
-      const Position qp = seq.q_positions[i];
+      prefetch_slice(r);
+      dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kKeyTile);
+    }
+    const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
+    const float* v_tile = tile_start(v, j0);
+    for (Index r = 0; r < rows; ++r) {
       float* row = scores.data() + r * kKeyTile;
-      for (Index j = 0; j < n; ++j) row[j] = scale * dot(q_rows.data() + r * d, k_tile + j * k_stride, d);
       std::fill(row + n, row + kKeyTile, 0.0f);
-      const float correction = weigh_tile_row(policy, head, seq, qp, j0, n, false, row, bias,
-                                              state[static_cast<std::size_t>(r)]);
-      accumulate_rows(row, n, v_tile, kv_stride, d, correction, output.data() + r * d);
+      const float correction = weigh_tile_row(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, false,
+                                              consecutive, row, bias, state[static_cast<std::size_t>(r)]);
+      accumulate_rows(row, n, v_tile + (r / rows_per_kv) * d, kv_stride, d, correction, output.data() + r * d);
     }
   }
   for (Index r = 0; r < rows; ++r) {
-    const Index i = r / group, head = kv_head * group + r % group;
-    float* o = out + ((b * s.q_len + i) * s.heads + head) * d;
+    float* o = out + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
     const double sum = state[static_cast<std::size_t>(r)].sum;
     const float inverse = sum > 0.0 ? static_cast<float>(1.0 / sum) : 0.0f;
     for (Index c = 0; c < d; ++c) o[c] = output[static_cast<std::size_t>(r * d + c)] * inverse;
@@ -472,9 +558,13 @@ void tiled_attention_unchecked(const AttentionShape& s, const float* q, const fl
   };
 
   if (s.q_len < kDecodeMaxQueries) {
-    parallel_for(s.batch * s.kv_heads, threads, [&](Index item, int) {
-      const Index b = item / s.kv_heads;
-      decode_kv_head(s, q, k, v, b, item % s.kv_heads, sequence(b), policy, rotation_ptr, scale, out);
+    // Work item: one sequence's kv heads split into `parts` contiguous ranges (one range, streamed
+    // in memory order, when single-threaded).
+    const Index parts = std::min<Index>(s.kv_heads, std::max(1, threads));
+    parallel_for(s.batch * parts, threads, [&](Index item, int) {
+      const Index b = item / parts, part = item % parts;
+      decode_kv_heads(s, q, k, v, b, s.kv_heads * part / parts, s.kv_heads * (part + 1) / parts, sequence(b), policy,
+                      rotation_ptr, scale, out);
     });
     return;
   }

@@ -34,6 +34,14 @@ POSENC_ALWAYS_INLINE void rotate_interleaved(T* x, const T* cos, const T* sin, I
   scalar::rotate_interleaved(x, cos, sin, pairs);
 }
 
+inline void add_alibi_ramp(float* row, double slope, Position distance0, Index n) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  simd::add_alibi_ramp(row, slope, distance0, n);
+#else
+  scalar::add_alibi_ramp(row, slope, distance0, n);
+#endif
+}
+
 /// cos/sin of position * inv_freq[i] (times attention_factor) for i < pairs. `max_inv_freq`
 /// bounds the angles, so the vector sincos is used only where its range reduction is exact.
 template <class T>

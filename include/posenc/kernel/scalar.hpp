@@ -59,4 +59,12 @@ void add_alibi_row(T* POSENC_RESTRICT row, double slope, Position q_position,
   }
 }
 
+/// ALiBi for keys at consecutive positions: row[j] += -slope * |distance0 - j|, where distance0 is
+/// q - k_first (float arithmetic).
+inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position distance0, Index n) {
+  const float s = static_cast<float>(slope);
+  const float d0 = static_cast<float>(distance0);
+  for (Index j = 0; j < n; ++j) row[j] -= s * std::fabs(d0 - static_cast<float>(j));
+}
+
 }  // namespace posenc::kernel::scalar

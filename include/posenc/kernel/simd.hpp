@@ -163,6 +163,20 @@ POSENC_ALWAYS_INLINE FloatVec exp_nonpositive(FloatVec x) {
   return underflow ? FloatVec{} : p * scale;
 }
 
+/// ALiBi ramp: row[j] -= slope * |distance0 - j| (same contract as scalar::add_alibi_ramp).
+inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position distance0, Index n) {
+  const float s = static_cast<float>(slope);
+  FloatVec d = FloatVec{} + static_cast<float>(distance0);
+  for (int l = 0; l < kFloatLanes; ++l) d[l] -= static_cast<float>(l);  // d0 - j for the first lanes
+  Index j = 0;
+  for (; j + kFloatLanes <= n; j += kFloatLanes) {
+    const FloatVec distance = d < 0.0f ? -d : d;
+    store(row + j, load<FloatVec>(row + j) - s * distance);
+    d -= static_cast<float>(kFloatLanes);
+  }
+  scalar::add_alibi_ramp(row + j, slope, distance0 - j, n - j);
+}
+
 /// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).
 inline constexpr double kSinCosMaxAngle = 4294967296.0;  // 2^32
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "posenc/concepts.hpp"
-#include "posenc/kernel/scalar.hpp"
+#include "posenc/kernel/dispatch.hpp"
 #include "posenc/positions.hpp"
 #include "posenc/tensor.hpp"
 
@@ -60,6 +60,11 @@ class ALiBi : public EncodingBase {
   template <class T>
   void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
     kernel::scalar::add_alibi_row(row, slopes_[static_cast<std::size_t>(head)], q_position, k_positions, n);
+  }
+  /// Keys at k_first, k_first + 1, ...: a ramp. Float rows: exact while |q - k| < 2^24; attention
+  /// redoes in double any row whose largest score is not small.
+  void add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    kernel::add_alibi_ramp(row, slopes_[static_cast<std::size_t>(head)], q_position - k_first, n);
   }
 
  private:

@@ -45,6 +45,26 @@ class RelativeBias : public EncodingBase {
   }
 
   // --- score-bias hook ---
+  /// Keys at k_first, k_first + 1, ...: the offsets k - q run consecutively, so the row is a
+  /// saturated prefix, a contiguous slice of the head's bias by offset, and a saturated suffix.
+  void add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    if (!by_offset_) {
+      for (Index j = 0; j < n; ++j) {
+        const Position k = k_first + j;
+        add_bias_row(head, q_position, &k, 1, row + j);
+      }
+      return;
+    }
+    const Position reach = buckets_.config().max_distance;
+    const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;  // bias[offset], |offset| <= reach
+    const Position first = k_first - q_position;                              // offset of row[0]
+    const Index below = static_cast<Index>(std::clamp<Position>(-reach - first, 0, n));      // offsets < -reach
+    const Index inside = static_cast<Index>(std::clamp<Position>(reach + 1 - first, 0, n));  // offsets <= reach
+    for (Index j = 0; j < below; ++j) row[j] += bias[-reach];
+    for (Index j = below; j < inside; ++j) row[j] += bias[first + j];
+    for (Index j = std::max(below, inside); j < n; ++j) row[j] += bias[reach];
+  }
+
   void check_heads(Index heads) const {
     detail::require<ShapeMismatch>(heads == num_heads(), "table has ", num_heads(),
                                    " columns (one per head), attention has ", heads, " heads");

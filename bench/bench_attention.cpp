@@ -1,0 +1,96 @@
+// posenc::attention with each score hook, through the public call with default options (so the
+// default kernel) except causal = true.
+//
+//   attention/causal/<policy>/L<L>_H1_D128      prefill: q, k, v [L, 1, 128] at positions 0 .. L-1;
+//                                               FLOPS counts 4*D*L*(L+1)/2 per head (the causal
+//                                               half of QK^T and PV, 2 flops per multiply-add)
+//   decode/<policy>/Lk4096_H32_KV8_D128         one query at position 4095, 32 heads on 8 KV heads,
+//                                               4096 cached keys; bytes = K + V bytes per call
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "bench_util.hpp"
+
+namespace posenc_bench {
+namespace {
+
+constexpr Index kHeadDim = 128;
+
+posenc::AttentionOptions causal_options() {
+  posenc::AttentionOptions options;  // kernel, scale: defaults
+  options.causal = true;
+  return options;
+}
+
+/// T5 decoder self-attention bias: 32 buckets, max_distance 128, causal buckets, random table.
+posenc::RelativeBias make_t5(Index heads) {
+  const posenc::Tensor<float, 2> table = random_tensor<2>({32, heads}, 0x5eed0301);
+  return posenc::RelativeBias(posenc::RelativeBucketConfig{.num_buckets = 32, .max_distance = 128, .bidirectional = false},
+                              table);
+}
+
+posenc::RoPE make_rope() { return posenc::RoPE(posenc::RopeConfig{.head_dim = kHeadDim}); }
+
+template <class P>
+void run_attention(benchmark::State& state, const AttentionInputs& in, const P& policy) {
+  const posenc::AttentionOptions options = causal_options();
+  for (auto _ : state) {
+    posenc::Tensor<float, 3> out = posenc::attention(in.q, in.k, in.v, in.q_positions, in.k_positions, policy, options);
+    float* result = out.data();
+    benchmark::DoNotOptimize(result);
+    benchmark::ClobberMemory();
+  }
+}
+
+template <class P>
+void bench_causal(benchmark::State& state, Index length, const P& policy) {
+  const AttentionInputs& in = attention_inputs(length, length, 1, 1, kHeadDim);
+  run_attention(state, in, policy);
+  const double l = static_cast<double>(length);
+  const double flops = 4.0 * static_cast<double>(kHeadDim) * l * (l + 1.0) / 2.0 * static_cast<double>(in.heads());
+  state.counters["FLOPS"] = rate(flops, state);
+}
+
+template <class P>
+void bench_decode(benchmark::State& state, const P& policy) {
+  const AttentionInputs& in = attention_inputs(1, 4096, 32, 8, kHeadDim);
+  run_attention(state, in, policy);
+  state.SetBytesProcessed(in.kv_bytes() * state.iterations());
+  const double flops = 4.0 * static_cast<double>(kHeadDim * in.k_len() * in.heads());  // every key visible
+  state.counters["FLOPS"] = rate(flops, state);
+}
+
+template <class P>
+void register_causal(const std::string& policy_name, Index length, const P& policy) {
+  const std::string name = "attention/causal/" + policy_name + "/L" + std::to_string(length) + "_H1_D128";
+  benchmark::RegisterBenchmark(name.c_str(), bench_causal<P>, length, policy)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
+template <class P>
+void register_decode(const std::string& policy_name, const P& policy) {
+  benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
+}  // namespace
+
+void register_attention_benchmarks() {
+  for (const Index length : {Index{2048}, Index{16384}}) {
+    if (length == 2048) register_causal("none", length, posenc::NoPosition{});
+    register_causal("alibi", length, posenc::ALiBi(1));
+    register_causal("t5", length, make_t5(1));
+    if (length == 2048) register_causal("rope", length, make_rope());
+  }
+  register_decode("none", posenc::NoPosition{});
+  register_decode("alibi", posenc::ALiBi(32));
+  // Decoding engines build the cos/sin table once for the cache capacity (RoPE::with_cache) and
+  // reuse it every step; the keys are re-rotated from it on each call.
+  register_decode("rope", make_rope().with_cache(4096));
+}
+
+}  // namespace posenc_bench

@@ -1,0 +1,102 @@
+// RoPE in place on x [4096, 32, 128] (64 MiB) at positions 0 .. 4095. Each iteration reads and
+// writes x once: bytes = 2 x tensor bytes, to be read against probe/inplace_update/64MiB.
+//
+//   rope/<layout>/...            RoPE::apply(x, positions, cache): the cos/sin table (RotaryCache
+//                                for positions 0 .. 4095) is built once, outside the timed loop
+//   rope_tablefree/<layout>/...  RoPE::apply(x, positions): angles and cos/sin computed per call,
+//                                one row per token shared by its 32 heads
+//   rope_reference/half/...      the same table as rope/, then kernel::scalar::rotate_half per
+//                                (token, head) row: the plain loop the vector kernel is checked against
+//
+// Each call sits in one small function (rope_cached, rope_tablefree_*): switching what a family
+// measures is a one-line change there.
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "bench_util.hpp"
+
+namespace posenc_bench {
+namespace {
+
+constexpr Index kTokens = 4096;
+constexpr Index kHeads = 32;
+constexpr Index kHeadDim = 128;
+const std::string kShape = "L4096_H32_D128";
+
+posenc::RoPE make_rope(posenc::RopeLayout layout) {
+  return posenc::RoPE(posenc::RopeConfig{.head_dim = kHeadDim, .layout = layout});
+}
+
+// The calls under test, one per benchmark family and layout.
+using RopeCall = void (*)(const posenc::RoPE&, posenc::TensorRef<float, 3>, posenc::PositionsRef,
+                          const posenc::RotaryCache&);
+
+void rope_cached(const posenc::RoPE& rope, posenc::TensorRef<float, 3> x, posenc::PositionsRef positions,
+                 const posenc::RotaryCache& cache) {
+  rope.apply(x, positions, cache);
+}
+void rope_tablefree_half(const posenc::RoPE& rope, posenc::TensorRef<float, 3> x, posenc::PositionsRef positions,
+                         const posenc::RotaryCache& /*unused*/) {
+  rope.apply(x, positions);
+}
+void rope_tablefree_interleaved(const posenc::RoPE& rope, posenc::TensorRef<float, 3> x,
+                                posenc::PositionsRef positions, const posenc::RotaryCache& /*unused*/) {
+  rope.apply(x, positions);
+}
+
+std::int64_t tensor_bytes(const posenc::Tensor<float, 3>& x) { return static_cast<std::int64_t>(x.size()) * 4; }
+
+void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall call) {
+  const Activations& input = activations(kTokens, kHeads, kHeadDim);
+  posenc::Tensor<float, 3> x = input.x;  // rotated in place, iteration after iteration (norms stay put)
+  const posenc::RoPE rope = make_rope(layout);
+  const posenc::RotaryCache cache = rope.cache(kTokens);
+  for (auto _ : state) {
+    call(rope, x, input.positions, cache);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(2 * tensor_bytes(x) * state.iterations());
+}
+
+void bench_rope_reference_half(benchmark::State& state) {
+  const Activations& input = activations(kTokens, kHeads, kHeadDim);
+  posenc::Tensor<float, 3> x = input.x;
+  const posenc::RoPE rope = make_rope(posenc::RopeLayout::kHalf);
+  const Index pairs = kHeadDim / 2;
+  const posenc::RotaryCache cache = rope.cache(kTokens);  // cos/sin table [4096, 64]
+  for (auto _ : state) {
+    for (Index t = 0; t < kTokens; ++t) {
+      const Position p = input.positions[static_cast<std::size_t>(t)];
+      const float* c = cache.cos_row(p);
+      const float* s = cache.sin_row(p);
+      for (Index h = 0; h < kHeads; ++h) {
+        posenc::kernel::scalar::rotate_half(x.data() + (t * kHeads + h) * kHeadDim, c, s, pairs);
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(2 * tensor_bytes(x) * state.iterations());
+}
+
+void register_rope(const std::string& name, posenc::RopeLayout layout, RopeCall call) {
+  benchmark::RegisterBenchmark((name + "/" + kShape).c_str(), bench_rope, layout, call)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
+}  // namespace
+
+void register_rope_benchmarks() {
+  using posenc::RopeLayout;
+  register_rope("rope/half", RopeLayout::kHalf, rope_cached);
+  register_rope("rope/interleaved", RopeLayout::kInterleaved, rope_cached);
+  register_rope("rope_tablefree/half", RopeLayout::kHalf, rope_tablefree_half);
+  register_rope("rope_tablefree/interleaved", RopeLayout::kInterleaved, rope_tablefree_interleaved);
+  benchmark::RegisterBenchmark(("rope_reference/half/" + kShape).c_str(), bench_rope_reference_half)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
+}  // namespace posenc_bench

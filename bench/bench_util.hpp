@@ -1,0 +1,105 @@
+#pragma once
+// Input setup shared by the posenc benchmarks. Everything here runs outside the timed loops.
+//
+// Inputs are random with fixed seeds (one seed per input, so a benchmark sees the same numbers
+// whatever else the filter selects) and built lazily, once per process, on first use: a filter
+// that skips a benchmark never pays for its inputs.
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <posenc/posenc.hpp>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BENCH_NOINLINE __attribute__((noinline))
+#else
+#define BENCH_NOINLINE
+#endif
+
+namespace posenc_bench {
+
+using posenc::Index;
+using posenc::Position;
+
+/// Fills `n` floats with uniform values in [-1, 1) from a fixed seed.
+inline void fill_random(float* data, Index n, std::uint64_t seed) {
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (Index i = 0; i < n; ++i) data[i] = uniform(engine);
+}
+
+/// A random row-major tensor (Eigen storage, so aligned like every posenc tensor).
+template <int Rank>
+posenc::Tensor<float, Rank> random_tensor(const std::array<Index, Rank>& dims, std::uint64_t seed) {
+  posenc::Tensor<float, Rank> t(dims);
+  fill_random(t.data(), t.size(), seed);
+  return t;
+}
+
+/// Positions first, first + 1, ..., first + n - 1.
+inline std::vector<Position> iota_positions(Index n, Position first = 0) {
+  std::vector<Position> positions(static_cast<std::size_t>(n));
+  std::iota(positions.begin(), positions.end(), first);
+  return positions;
+}
+
+/// One shared, lazily built, never mutated value per key (inputs reused by several benchmarks).
+template <class Key, class Value, class Build>
+const Value& cached(std::map<Key, std::unique_ptr<const Value>>& cache, const Key& key, Build&& build) {
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, std::make_unique<const Value>(build())).first;
+  return *it->second;
+}
+
+/// A [tokens, heads, head_dim] activation and its positions 0 .. tokens - 1.
+struct Activations {
+  posenc::Tensor<float, 3> x;
+  std::vector<Position> positions;
+};
+
+/// Random activations [tokens, heads, head_dim], built once per shape; copy before mutating.
+inline const Activations& activations(Index tokens, Index heads, Index head_dim) {
+  static std::map<std::array<Index, 3>, std::unique_ptr<const Activations>> cache;
+  return cached(cache, std::array<Index, 3>{tokens, heads, head_dim}, [&] {
+    return Activations{random_tensor<3>({tokens, heads, head_dim}, 0x5eed0001), iota_positions(tokens)};
+  });
+}
+
+/// q [q_len, heads, D] at positions k_len - q_len .. k_len - 1 (the last queries of the sequence:
+/// a prefill when q_len == k_len, a decode step when q_len == 1); k, v [k_len, kv_heads, D] at
+/// positions 0 .. k_len - 1.
+struct AttentionInputs {
+  posenc::Tensor<float, 3> q, k, v;
+  std::vector<Position> q_positions, k_positions;
+
+  Index q_len() const { return q.dimension(0); }
+  Index k_len() const { return k.dimension(0); }
+  Index heads() const { return q.dimension(1); }
+  Index kv_heads() const { return k.dimension(1); }
+  Index head_dim() const { return q.dimension(2); }
+  /// Bytes of K plus V, what one decode step has to stream from memory.
+  std::int64_t kv_bytes() const { return static_cast<std::int64_t>(k.size() + v.size()) * 4; }
+};
+
+inline const AttentionInputs& attention_inputs(Index q_len, Index k_len, Index heads, Index kv_heads, Index head_dim) {
+  static std::map<std::array<Index, 5>, std::unique_ptr<const AttentionInputs>> cache;
+  return cached(cache, std::array<Index, 5>{q_len, k_len, heads, kv_heads, head_dim}, [&] {
+    return AttentionInputs{random_tensor<3>({q_len, heads, head_dim}, 0x5eed0101),
+                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0102),
+                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0103),
+                           iota_positions(q_len, k_len - q_len), iota_positions(k_len)};
+  });
+}
+
+/// Rate counter for a per-iteration count (e.g. FLOPs): shown per second of (real) time.
+inline benchmark::Counter rate(double per_iteration, const benchmark::State& state) {
+  return benchmark::Counter(per_iteration * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+}  // namespace posenc_bench
