@@ -8,6 +8,7 @@
 #include "posenc/config.hpp"
 #include "posenc/errors.hpp"
 #include "posenc/policy/alibi.hpp"
+#include "posenc/policy/bias_matrix.hpp"
 #include "posenc/policy/learned_absolute.hpp"
 #include "posenc/policy/none.hpp"
 #include "posenc/policy/relative_bias.hpp"

@@ -170,8 +170,10 @@ float softmax_tile_row(const T* scores, double tile_max, float* weights, RowStat
     std::fill(weights, weights + kKeyTile, 0.0f);
     return 1.0f;
   }
-  // exp(old max - new max): 0 when there was no old max; a one-lane vector exp avoids a libm call.
-  const float correction = simd::exp_nonpositive(FloatVec{} + static_cast<float>(state.max - new_max))[0];
+  // exp(old max - new max): 1 when the max stays (usual once the nearest keys are seen), 0 when
+  // there was no old max; a one-lane vector exp avoids a libm call.
+  const float correction =
+      state.max == new_max ? 1.0f : simd::exp_nonpositive(FloatVec{} + static_cast<float>(state.max - new_max))[0];
   if constexpr (std::is_same_v<T, double>) {
     for (Index j = 0; j < kKeyTile; j += lanes) {
       simd::store(weights + j, __builtin_convertvector(simd::load<Vec>(scores + j) - new_max, simd::HalfFloatVec));

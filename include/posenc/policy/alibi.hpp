@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "posenc/concepts.hpp"
+#include "posenc/policy/bias_matrix.hpp"
 #include "posenc/kernel/dispatch.hpp"
 #include "posenc/positions.hpp"
 #include "posenc/tensor.hpp"
@@ -38,18 +39,7 @@ class ALiBi : public EncodingBase {
 
   /// bias[h, i, j] = -slope_h * |q_positions[i] - k_positions[j]|, shape [heads, Lq, Lk].
   Tensor<float, 3> bias(PositionsRef q_positions, PositionsRef k_positions) const {
-    detail::check_positions(detail::as_span(q_positions), "q_positions");
-    detail::check_positions(detail::as_span(k_positions), "k_positions");
-    const Index lq = q_positions.dim(0);
-    const Index lk = k_positions.dim(0);
-    Tensor<float, 3> out(num_heads(), lq, lk);
-    out.setZero();
-    for (Index h = 0; h < num_heads(); ++h) {
-      for (Index i = 0; i < lq; ++i) {
-        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
-      }
-    }
-    return out;
+    return detail::bias_matrix(*this, num_heads(), q_positions, k_positions);
   }
 
   // --- score-bias hook ---

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "posenc/concepts.hpp"
+#include "posenc/policy/bias_matrix.hpp"
 #include "posenc/policy/relative_bucket.hpp"
 #include "posenc/positions.hpp"
 #include "posenc/tensor.hpp"
@@ -30,18 +31,7 @@ class RelativeBias : public EncodingBase {
 
   /// bias[h, i, j] = table[bucket(k_j - q_i), h], shape [heads, Lq, Lk].
   Tensor<float, 3> bias(PositionsRef q_positions, PositionsRef k_positions) const {
-    detail::check_positions(detail::as_span(q_positions), "q_positions");
-    detail::check_positions(detail::as_span(k_positions), "k_positions");
-    const Index lq = q_positions.dim(0);
-    const Index lk = k_positions.dim(0);
-    Tensor<float, 3> out(num_heads(), lq, lk);
-    out.setZero();
-    for (Index h = 0; h < num_heads(); ++h) {
-      for (Index i = 0; i < lq; ++i) {
-        add_bias_row(h, q_positions.data()[i], k_positions.data(), lk, out.data() + (h * lq + i) * lk);
-      }
-    }
-    return out;
+    return detail::bias_matrix(*this, num_heads(), q_positions, k_positions);
   }
 
   // --- score-bias hook ---
