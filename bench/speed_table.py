@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Turns a posenc_bench JSON report into the README's speed table: medians of the repetitions,
+each kernel as a ratio to the probe it is bounded by, all from the same run.
+
+    build/bin/posenc_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+        --benchmark_format=json --benchmark_out=bench.json --benchmark_out_format=json
+    python3 bench/speed_table.py bench.json
+"""
+import json
+import sys
+
+# (benchmark, bound it is compared with, counter, target ratio)
+ROWS = [
+    ("rope/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.90),
+    ("rope/interleaved/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.90),
+    ("rope_tablefree/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
+    ("rope_tablefree/interleaved/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
+    ("rope_reference/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", None),
+    ("attention/causal/none/L2048_H1_D128", "probe/fma_peak", "FLOPS", 0.60),
+    ("attention/causal/alibi/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
+    ("attention/causal/t5/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
+    ("attention/causal/rope/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
+    ("attention/causal/alibi/L16384_H1_D128", "probe/fma_peak", "FLOPS", None),
+    ("attention/causal/t5/L16384_H1_D128", "probe/fma_peak", "FLOPS", None),
+    ("decode/none/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
+    ("decode/alibi/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
+    ("decode/rope/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
+]
+
+
+def medians(report):
+    """name -> counters of the median aggregate (or of the single run)."""
+    out = {}
+    for b in report["benchmarks"]:
+        name = b.get("run_name", b["name"]).replace("/real_time", "")
+        if b.get("aggregate_name", "median") != "median":
+            continue
+        out[name] = b
+    return out
+
+
+def unit(counter, value):
+    if counter == "FLOPS":
+        return f"{value / 1e9:.1f} GFLOP/s"
+    return f"{value / 1e9:.2f} GB/s"
+
+
+def main(path):
+    with open(path) as f:
+        report = json.load(f)
+    m = medians(report)
+    ctx = report.get("context", {})
+    print(f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
+          f"{ctx.get('posenc_bench_isa', '?')} kernels, 1 thread; medians of the repetitions.\n")
+    print("| benchmark | measured | compared with | ratio | target |")
+    print("|---|---|---|---|---|")
+    for name, bound, counter, target in ROWS:
+        if name not in m or bound not in m:
+            continue
+        value, reference = m[name].get(counter), m[bound].get(counter)
+        if value is None or reference is None:
+            continue
+        ratio = value / reference
+        goal = "" if target is None else (f"≥ {target:.2f} " + ("✓" if ratio >= target else "✗"))
+        print(f"| `{name}` | {unit(counter, value)} | `{bound}` {unit(counter, reference)} | {ratio:.2f} | {goal} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
