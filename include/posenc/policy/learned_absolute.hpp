@@ -27,9 +27,8 @@ class LearnedAbsolute : public EncodingBase {
   void add_to(TensorRef<float, 2> x, Position offset) const {
     detail::require_shape(x, "x", {-1, dim()}, "[L, dim]");
     const Index tokens = x.dim(0);
-    detail::require<PositionOutOfRange>(offset >= 0 && offset <= max_len() - tokens, "offset = ", offset,
-                                        " with ", tokens, " tokens needs rows up to ", offset + tokens,
-                                        ", table has max_len ", max_len());
+    detail::require<PositionOutOfRange>(offset >= 0 && offset <= max_len() - tokens, "offset = ", offset, " with ",
+                                        tokens, " tokens runs past the table (max_len ", max_len(), ")");
     add_rows(x.data(), tokens, [offset](Index l) { return offset + l; });
   }
 

@@ -1,0 +1,179 @@
+// Vector kernels against their scalar oracles (kernel/scalar.hpp) lane for lane, at the sizes
+// 1, N-1, N, N+1 and 4N+3 around the vector width N, and the vector math (sincos, exp) against
+// long double.
+
+#include "test_util.hpp"
+
+using namespace testutil;
+
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+
+namespace simd = posenc::kernel::simd;
+namespace scalar = posenc::kernel::scalar;
+
+namespace {
+
+std::vector<Index> awkward_sizes(Index n) {
+  std::vector<Index> sizes = {1, n - 1, n, n + 1, 4 * n + 3};
+  sizes.erase(std::remove(sizes.begin(), sizes.end(), Index{0}), sizes.end());
+  return sizes;
+}
+
+std::vector<float> random_floats(std::mt19937& rng, Index n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+void check_lanes(const std::vector<float>& got, const std::vector<float>& want, double abs) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO("lane " << i);
+    CHECK(std::fabs(static_cast<double>(got[i]) - static_cast<double>(want[i])) <= abs);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("vector RoPE kernels match the scalar kernels at awkward sizes", "[kernels]") {
+  std::mt19937 rng(101);
+  std::vector<Index> sizes = awkward_sizes(simd::kFloatLanes);
+  for (Index n : awkward_sizes(simd::kDoubleLanes)) sizes.push_back(n);
+  for (const Index pairs : sizes) {
+    INFO("pairs " << pairs << " (lanes " << simd::kFloatLanes << ")");
+    // One row plus a guard region that must stay untouched.
+    const std::vector<float> x = random_floats(rng, 2 * pairs + 3);
+    const std::vector<float> cos = random_floats(rng, pairs), sin = random_floats(rng, pairs);
+    {
+      std::vector<float> a = x, b = x;
+      simd::rotate_half(a.data(), cos.data(), sin.data(), pairs);
+      scalar::rotate_half(b.data(), cos.data(), sin.data(), pairs);
+      check_lanes(a, b, 2e-7);
+      for (Index g = 2 * pairs; g < 2 * pairs + 3; ++g)
+        CHECK(a[static_cast<std::size_t>(g)] == x[static_cast<std::size_t>(g)]);
+      // And the scalar kernel against its definition.
+      for (Index i = 0; i < pairs; ++i) {
+        const double xa = x[static_cast<std::size_t>(i)], xb = x[static_cast<std::size_t>(i + pairs)];
+        const double c = cos[static_cast<std::size_t>(i)], s = sin[static_cast<std::size_t>(i)];
+        CHECK(b[static_cast<std::size_t>(i)] == Approx(xa * c - xb * s).margin(3e-7));
+        CHECK(b[static_cast<std::size_t>(i + pairs)] == Approx(xb * c + xa * s).margin(3e-7));
+      }
+    }
+    {
+      std::vector<float> a = x, b = x;
+      simd::rotate_interleaved(a.data(), cos.data(), sin.data(), pairs);
+      scalar::rotate_interleaved(b.data(), cos.data(), sin.data(), pairs);
+      check_lanes(a, b, 2e-7);
+      for (Index g = 2 * pairs; g < 2 * pairs + 3; ++g)
+        CHECK(a[static_cast<std::size_t>(g)] == x[static_cast<std::size_t>(g)]);
+      for (Index i = 0; i < pairs; ++i) {
+        const double xa = x[static_cast<std::size_t>(2 * i)], xb = x[static_cast<std::size_t>(2 * i + 1)];
+        const double c = cos[static_cast<std::size_t>(i)], s = sin[static_cast<std::size_t>(i)];
+        CHECK(b[static_cast<std::size_t>(2 * i)] == Approx(xa * c - xb * s).margin(3e-7));
+        CHECK(b[static_cast<std::size_t>(2 * i + 1)] == Approx(xb * c + xa * s).margin(3e-7));
+      }
+    }
+  }
+}
+
+TEST_CASE("vector sincos is accurate to 1e-10 over [-2^32, 2^32]", "[kernels]") {
+  std::mt19937_64 rng(102);
+  std::vector<double> angles = {0.0,
+                                1e-300,
+                                0.5,
+                                0.78539816339744828,
+                                1.5707963267948966,
+                                3.1415926535897931,
+                                4.71238898038469,
+                                6.283185307179586,
+                                100.0,
+                                1e7,
+                                2147483647.0,
+                                simd::kSinCosMaxAngle};
+  std::uniform_real_distribution<double> small(0.0, 10.0), large(0.0, simd::kSinCosMaxAngle);
+  for (int i = 0; i < 2000; ++i) angles.push_back(small(rng));
+  for (int i = 0; i < 2000; ++i) angles.push_back(large(rng));
+  for (int i = 0; i < 200; ++i) angles.push_back(std::ldexp(1.0, i % 33) * (1.0 + small(rng) * 1e-3));
+  const std::size_t n = angles.size();
+  for (std::size_t i = 0; i < n; ++i) angles.push_back(-angles[i]);
+  double worst = 0.0, worst_angle = 0.0;
+  for (std::size_t i = 0; i + simd::kDoubleLanes <= angles.size(); i += simd::kDoubleLanes) {
+    const auto x = simd::load<simd::DoubleVec>(angles.data() + i);
+    simd::DoubleVec s, c;
+    simd::sincos(x, s, c);
+    for (int lane = 0; lane < simd::kDoubleLanes; ++lane) {
+      const long double a = angles[i + static_cast<std::size_t>(lane)];
+      const double err = std::max(std::fabs(static_cast<double>(s[lane] - std::sin(a))),
+                                  std::fabs(static_cast<double>(c[lane] - std::cos(a))));
+      if (err > worst) {
+        worst = err;
+        worst_angle = static_cast<double>(a);
+      }
+    }
+  }
+  INFO("worst error " << worst << " at angle " << worst_angle);
+  CHECK(worst <= 1e-10);
+}
+
+TEST_CASE("vector rotary cos/sin rows match the scalar rows and long double", "[kernels]") {
+  for (const Index pairs : awkward_sizes(simd::kDoubleLanes)) {
+    std::vector<double> inv_freq;
+    for (Index i = 0; i < pairs; ++i)
+      inv_freq.push_back(std::pow(10000.0, -2.0 * static_cast<double>(i) / (2.0 * static_cast<double>(pairs))));
+    for (const Position p : {Position{0}, Position{1}, Position{777}, Position{10000000}, posenc::kMaxPosition}) {
+      for (const double af : {1.0, 1.3}) {
+        INFO("pairs " << pairs << ", position " << p << ", af " << af);
+        std::vector<float> vc(static_cast<std::size_t>(pairs)), vs(vc.size()), sc(vc.size()), ss(vc.size());
+        simd::rotary_cos_sin(p, inv_freq.data(), af, pairs, vc.data(), vs.data());
+        scalar::rotary_cos_sin(p, inv_freq.data(), af, pairs, sc.data(), ss.data());
+        // Both round a value within 1e-10 of the truth to float: at most one float ulp apart.
+        check_lanes(vc, sc, 2.5e-7);
+        check_lanes(vs, ss, 2.5e-7);
+        for (Index i = 0; i < pairs; ++i) {
+          const long double angle = static_cast<long double>(p) * inv_freq[static_cast<std::size_t>(i)];
+          CHECK(vc[static_cast<std::size_t>(i)] == Approx(static_cast<double>(af * std::cos(angle))).margin(2e-7));
+          CHECK(vs[static_cast<std::size_t>(i)] == Approx(static_cast<double>(af * std::sin(angle))).margin(2e-7));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cos/sin rows past the vector sincos range fall back to exact libm angles", "[kernels]") {
+  // position * inv_freq = 3 (2^31 - 1) > 2^32: the dispatcher must not use the vector reduction.
+  const std::vector<double> inv_freq = {3.0, 2.5, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625};
+  const auto pairs = static_cast<Index>(inv_freq.size());
+  std::vector<float> c(inv_freq.size()), s(inv_freq.size());
+  posenc::kernel::rotary_cos_sin(posenc::kMaxPosition, inv_freq.data(), 3.0, 1.0, pairs, c.data(), s.data());
+  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+    const long double angle = static_cast<long double>(posenc::kMaxPosition) * inv_freq[i];
+    INFO("pair " << i);
+    CHECK(c[i] == Approx(static_cast<double>(std::cos(angle))).margin(2e-7));
+    CHECK(s[i] == Approx(static_cast<double>(std::sin(angle))).margin(2e-7));
+  }
+}
+
+TEST_CASE("vector exp of non-positive arguments: relative error 5e-7, 0 below -87, exact at 0", "[kernels]") {
+  std::vector<float> xs = {0.0f, -0.0f, -1e-30f, -1e-7f, -0.5f, -0.6931472f, -1.0f, -10.0f, -50.0f, -86.9f, -87.0f};
+  for (int i = 0; i <= 20000; ++i) xs.push_back(-87.0f * static_cast<float>(i) / 20000.0f);
+  while (xs.size() % static_cast<std::size_t>(simd::kFloatLanes) != 0) xs.push_back(-1.0f);
+  double worst = 0.0;
+  for (std::size_t i = 0; i < xs.size(); i += static_cast<std::size_t>(simd::kFloatLanes)) {
+    const simd::FloatVec e = simd::exp_nonpositive(simd::load<simd::FloatVec>(xs.data() + i));
+    for (int lane = 0; lane < simd::kFloatLanes; ++lane) {
+      const long double want = std::exp(static_cast<long double>(xs[i + static_cast<std::size_t>(lane)]));
+      worst = std::max(worst, static_cast<double>(std::fabs((e[lane] - want) / want)));
+    }
+  }
+  CHECK(worst <= 5e-7);
+  float tail[16] = {-87.5f, -100.0f, -1e30f, -std::numeric_limits<float>::infinity(),
+                    0.0f,   0.0f,    0.0f,   0.0f,
+                    0.0f,   0.0f,    0.0f,   0.0f,
+                    0.0f,   0.0f,    0.0f,   0.0f};
+  const simd::FloatVec e = simd::exp_nonpositive(simd::load<simd::FloatVec>(tail));
+  for (int lane = 0; lane < std::min(4, simd::kFloatLanes); ++lane) CHECK(e[lane] == 0.0f);
+  for (int lane = 4; lane < simd::kFloatLanes; ++lane) CHECK(e[lane] == 1.0f);
+}
+
+#endif  // POSENC_HAS_VECTOR_KERNELS
