@@ -77,6 +77,36 @@ TEST_CASE("vector RoPE kernels match the scalar kernels at awkward sizes", "[ker
   }
 }
 
+TEST_CASE("per-token RoPE kernels equal the per-row scalar kernel on every head", "[kernels]") {
+  // The *_heads kernels rotate the heads of one token with a shared cos/sin row; the widths 16,
+  // 32, 64 take a compile-time unrolled path, the rest a run-time loop. Rows are head_dim =
+  // 2 * pairs + 5 apart (partial rotary), and those 5 pass-through dims must stay untouched.
+  std::mt19937 rng(103);
+  std::vector<Index> sizes = awkward_sizes(simd::kFloatLanes);
+  for (Index n : {16, 32, 64, 48}) sizes.push_back(n);
+  for (const Index pairs : sizes) {
+    for (const Index heads : {Index{1}, Index{3}}) {
+      INFO("pairs " << pairs << ", heads " << heads);
+      const Index stride = 2 * pairs + 5;
+      const std::vector<float> x = random_floats(rng, heads * stride);
+      const std::vector<float> cos = random_floats(rng, pairs), sin = random_floats(rng, pairs);
+      std::vector<float> a = x, b = x;
+      simd::rotate_half_heads(a.data(), heads, stride, cos.data(), sin.data(), pairs);
+      for (Index h = 0; h < heads; ++h) scalar::rotate_half(b.data() + h * stride, cos.data(), sin.data(), pairs);
+      check_lanes(a, b, 2e-7);
+      a = x, b = x;
+      simd::rotate_interleaved_heads(a.data(), heads, stride, cos.data(), sin.data(), pairs);
+      for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(b.data() + h * stride, cos.data(), sin.data(), pairs);
+      check_lanes(a, b, 2e-7);
+      for (Index h = 0; h < heads; ++h) {
+        for (Index g = 2 * pairs; g < stride; ++g) {
+          CHECK(a[static_cast<std::size_t>(h * stride + g)] == x[static_cast<std::size_t>(h * stride + g)]);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("vector sincos is accurate to 1e-10 over [-2^32, 2^32]", "[kernels]") {
   std::mt19937_64 rng(102);
   std::vector<double> angles = {0.0,

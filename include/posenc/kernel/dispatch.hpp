@@ -34,6 +34,25 @@ POSENC_ALWAYS_INLINE void rotate_interleaved(T* x, const T* cos, const T* sin, I
   scalar::rotate_interleaved(x, cos, sin, pairs);
 }
 
+/// rotate_half of the rows x + h * stride, h < heads, all with the same cos/sin (one token).
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_half_heads(T* x, Index heads, Index stride, const T* cos, const T* sin, Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_half_heads(x, heads, stride, cos, sin, pairs);
+#endif
+  for (Index h = 0; h < heads; ++h) scalar::rotate_half(x + h * stride, cos, sin, pairs);
+}
+
+/// rotate_interleaved of the rows x + h * stride, h < heads, all with the same cos/sin.
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_interleaved_heads(T* x, Index heads, Index stride, const T* cos, const T* sin,
+                                                   Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(x, heads, stride, cos, sin, pairs);
+#endif
+  for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(x + h * stride, cos, sin, pairs);
+}
+
 inline void add_alibi_ramp(float* row, double slope, Position distance0, Index n) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   simd::add_alibi_ramp(row, slope, distance0, n);

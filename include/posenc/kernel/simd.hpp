@@ -5,6 +5,7 @@
 // library stays portable and picks SIMD at compile time. Each loop is a main vector loop plus a
 // scalar tail.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -136,6 +137,87 @@ inline void rotate_interleaved(float* POSENC_RESTRICT x, const float* POSENC_RES
     store(x + 2 * i, v * c + detail::swap_pairs(v, lanes) * s);
   }
   scalar::rotate_interleaved(x + 2 * i, cos + i, sin + i, pairs - i);
+}
+
+namespace detail {
+/// rotate_half_heads for a rotary width fixed at compile time (Pairs > 0) or not (Pairs == 0).
+/// With a fixed width the compiler unrolls the row and keeps the token's cos/sin in registers
+/// across its heads: each head is then loads, FMAs and stores only.
+template <Index Pairs>
+POSENC_ALWAYS_INLINE void rotate_half_heads(float* POSENC_RESTRICT x, Index heads, Index stride,
+                                            const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
+                                            Index runtime_pairs) {
+  const Index pairs = Pairs > 0 ? Pairs : runtime_pairs;
+  const Index whole = pairs / kFloatLanes * kFloatLanes;
+  for (Index h = 0; h < heads; ++h) {
+    float* POSENC_RESTRICT first = x + h * stride;
+    float* POSENC_RESTRICT second = first + pairs;
+    for (Index i = 0; i < whole; i += kFloatLanes) {
+      const FloatVec a = load<FloatVec>(first + i);
+      const FloatVec b = load<FloatVec>(second + i);
+      const FloatVec c = load<FloatVec>(cos + i);
+      const FloatVec s = load<FloatVec>(sin + i);
+      store(first + i, a * c - b * s);
+      store(second + i, b * c + a * s);
+    }
+    for (Index i = whole; i < pairs; ++i) {
+      const float a = first[i];
+      const float b = second[i];
+      first[i] = a * cos[i] - b * sin[i];
+      second[i] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+/// rotate_interleaved_heads for a rotary width fixed at compile time (a multiple of the lanes):
+/// the pair-duplicated cos and signed sin (a cross-lane shuffle each) are formed once per token.
+template <Index Pairs>
+POSENC_ALWAYS_INLINE void rotate_interleaved_heads(float* POSENC_RESTRICT x, Index heads, Index stride,
+                                                   const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin) {
+  static_assert(Pairs % kDoubleLanes == 0);
+  constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
+  constexpr FloatVec sign = alternating_sign(lanes);
+  constexpr Index kVectors = Pairs / kDoubleLanes;
+  FloatVec c[kVectors], s[kVectors];
+#pragma GCC unroll 16
+  for (Index v = 0; v < kVectors; ++v) {
+    c[v] = duplicate_pairs(load<HalfFloatVec>(cos + v * kDoubleLanes), lanes);
+    s[v] = duplicate_pairs(load<HalfFloatVec>(sin + v * kDoubleLanes), lanes) * sign;
+  }
+  for (Index h = 0; h < heads; ++h) {
+    float* POSENC_RESTRICT row = x + h * stride;
+#pragma GCC unroll 16
+    for (Index v = 0; v < kVectors; ++v) {
+      const FloatVec value = load<FloatVec>(row + v * kFloatLanes);
+      store(row + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
+    }
+  }
+}
+}  // namespace detail
+
+/// RoPE of the `heads` rows at x + h * stride (the heads of one token), which share one cos/sin
+/// row; half layout. Rows are visited in memory order (in-place RoPE is memory-bound and the
+/// prefetcher follows a forward stream). The common rotary widths (head_dim 64, 128 and the
+/// partial 32) get a fully unrolled row.
+inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs) {
+  switch (pairs) {
+    case 16: return detail::rotate_half_heads<16>(x, heads, stride, cos, sin, pairs);
+    case 32: return detail::rotate_half_heads<32>(x, heads, stride, cos, sin, pairs);
+    case 64: return detail::rotate_half_heads<64>(x, heads, stride, cos, sin, pairs);
+    default: return detail::rotate_half_heads<0>(x, heads, stride, cos, sin, pairs);
+  }
+}
+
+/// Interleaved layout of rotate_half_heads.
+inline void rotate_interleaved_heads(float* x, Index heads, Index stride, const float* cos, const float* sin,
+                                     Index pairs) {
+  switch (pairs) {
+    case 16: return detail::rotate_interleaved_heads<16>(x, heads, stride, cos, sin);
+    case 32: return detail::rotate_interleaved_heads<32>(x, heads, stride, cos, sin);
+    case 64: return detail::rotate_interleaved_heads<64>(x, heads, stride, cos, sin);
+    default:
+      for (Index h = 0; h < heads; ++h) rotate_interleaved(x + h * stride, cos, sin, pairs);
+  }
 }
 
 /// e^x for x <= 0 (softmax weights), relative error ~2e-7; x < -87 (incl. -inf) gives 0.

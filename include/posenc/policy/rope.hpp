@@ -197,19 +197,23 @@ class RoPE : public EncodingBase {
   template <class T, class CosSinOf>
   void rotate_rows(T* x, Index tokens, Index heads, CosSinOf&& cos_sin_of) const {
     const Index pairs = rotary_dim() / 2;
-    const auto each_token = [&](auto rotate) {
+    const Index d = head_dim();
+    const auto each_token = [&](auto rotate_heads) {
       for (Index t = 0; t < tokens; ++t) {
         const T* cos = nullptr;
         const T* sin = nullptr;
         cos_sin_of(t, cos, sin);
-        T* token = x + t * heads * head_dim();
-        for (Index h = 0; h < heads; ++h) rotate(token + h * head_dim(), cos, sin, pairs);
+        rotate_heads(x + t * heads * d, heads, d, cos, sin, pairs);
       }
     };
     if (layout() == RopeLayout::kHalf) {
-      each_token([](T* row, const T* c, const T* s, Index n) { kernel::rotate_half(row, c, s, n); });
+      each_token([](T* token, Index n, Index stride, const T* c, const T* s, Index p) {
+        kernel::rotate_half_heads(token, n, stride, c, s, p);
+      });
     } else {
-      each_token([](T* row, const T* c, const T* s, Index n) { kernel::rotate_interleaved(row, c, s, n); });
+      each_token([](T* token, Index n, Index stride, const T* c, const T* s, Index p) {
+        kernel::rotate_interleaved_heads(token, n, stride, c, s, p);
+      });
     }
   }
 
