@@ -41,15 +41,26 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Micro-kernel register blocks: 4 x 4 vector accumulators with 32 vector registers (AVX-512), 2 x 4
-// with 16. (Measured: 4 x 4 reaches ~0.95 of FMA peak on the score block, 8 x 2 only ~0.75.)
-inline constexpr int kScoreRows = kFloatLanes >= 16 ? 4 : 2;
-inline constexpr int kScoreVectors = 4;
-inline constexpr int kOutputRows = kFloatLanes >= 16 ? 4 : 2;
-inline constexpr int kOutputVectors = 4;
+// Decode streams every kv head of a key block at once, in memory order: a 16-key block of 8 kv
+// heads at d = 128 is 64 KiB of K and 64 KiB of V, so the block in use and the one being
+// prefetched fit in a 512 KiB L2 together (64-key blocks thrashed it: 0.46 of the read probe on
+// Zen 3). A multiple of 2 * kFloatLanes.
+inline constexpr Index kDecodeKeyTile = 32;
+// Micro-kernel register blocks (rows x vectors of accumulators): 4 x 4 with 32 vector registers
+// (AVX-512), 6 x 2 with 16 (AVX2, SSE): 12 accumulators hide the FMA latency on two pipes, and
+// 6 broadcasts + 2 loads per 12 FMAs leave the load ports slack. Measured in isolation (score
+// block, L1-resident): AVX-512 4 x 4 ~0.95 of FMA peak (8 x 2 ~0.75); AVX2 on Zen 3 6 x 2 ~1.0,
+// 5 x 2 ~1.0, 3 x 4 ~0.78, 2 x 4 ~0.76, 4 x 3 ~0.73.
+inline constexpr int kScoreRows = kFloatLanes >= 16 ? 4 : 6;
+inline constexpr int kScoreVectors = kFloatLanes >= 16 ? 4 : 2;
+inline constexpr int kOutputRows = kScoreRows;
+inline constexpr int kOutputVectors = kScoreVectors;
 constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
 
-inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+constexpr Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+/// Rows of the per-tile buffers: the query tile rounded up to whole register blocks (the padding
+/// rows hold zero queries; their results are never written out).
+inline constexpr Index kPaddedQueryTile = round_up(kQueryTile, kScoreRows);
 
 /// Thread count of a call: options.threads, else $POSENC_THREADS, else 1.
 inline int attention_threads(const AttentionOptions& options) {
@@ -82,27 +93,36 @@ void parallel_for(Index items, int threads, Body&& body) {
 using simd::reduce_max;
 using simd::reduce_sum;
 
-/// s[r][c] = scale * sum_d q[r][d] kt[d][c] for kScoreRows rows, kKeyTile columns.
-inline void score_block(const float* POSENC_RESTRICT q, Index q_stride, const float* POSENC_RESTRICT kt, Index d,
-                        float scale, float* POSENC_RESTRICT s) {
-  for (Index c0 = 0; c0 < kKeyTile; c0 += kScoreVectors * kFloatLanes) {
-    FloatVec acc[kScoreRows][kScoreVectors] = {};
-    for (Index dd = 0; dd < d; ++dd) {
-      FloatVec k[kScoreVectors];
+/// s[r][c0 + c] = scale * sum_d q[r][d] kt[d][c0 + c] for kScoreRows rows and the
+/// kScoreVectors vectors of columns from c0.
+POSENC_ALWAYS_INLINE void score_block(const float* POSENC_RESTRICT q, Index q_stride, const float* POSENC_RESTRICT kt,
+                                      Index d, float scale, float* POSENC_RESTRICT s) {
+  FloatVec acc[kScoreRows][kScoreVectors] = {};
+  for (Index dd = 0; dd < d; ++dd) {
+    FloatVec k[kScoreVectors];
 #pragma GCC unroll 8
-      for (int x = 0; x < kScoreVectors; ++x) k[x] = simd::load<FloatVec>(kt + dd * kKeyTile + c0 + x * kFloatLanes);
-#pragma GCC unroll 8
-      for (int r = 0; r < kScoreRows; ++r) {
-        const float qv = q[r * q_stride + dd];
-#pragma GCC unroll 8
-        for (int x = 0; x < kScoreVectors; ++x) acc[r][x] += qv * k[x];
-      }
-    }
+    for (int x = 0; x < kScoreVectors; ++x) k[x] = simd::load<FloatVec>(kt + dd * kKeyTile + x * kFloatLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < kScoreRows; ++r) {
+      const float qv = q[r * q_stride + dd];
 #pragma GCC unroll 8
-      for (int x = 0; x < kScoreVectors; ++x) simd::store(s + r * kKeyTile + c0 + x * kFloatLanes, acc[r][x] * scale);
+      for (int x = 0; x < kScoreVectors; ++x) acc[r][x] += qv * k[x];
     }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kScoreRows; ++r) {
+#pragma GCC unroll 8
+    for (int x = 0; x < kScoreVectors; ++x) simd::store(s + r * kKeyTile + x * kFloatLanes, acc[r][x] * scale);
+  }
+}
+
+/// Scores of `rows` query rows (a multiple of kScoreRows, q rows d apart) against one packed key
+/// tile: s[r][c] = scale * q_r . k_c. Column slabs outermost: a slab of Kt (d x kScoreVectors
+/// vectors, 16 KiB at d = 128) stays in L1 while every query row block passes over it.
+inline void score_tile(const float* POSENC_RESTRICT q, Index rows, const float* POSENC_RESTRICT kt, Index d,
+                       float scale, float* POSENC_RESTRICT s) {
+  for (Index c0 = 0; c0 < kKeyTile; c0 += kScoreVectors * kFloatLanes) {
+    for (Index r = 0; r < rows; r += kScoreRows) score_block(q + r * d, d, kt + c0, d, scale, s + r * kKeyTile + c0);
   }
 }
 
@@ -145,13 +165,13 @@ struct RowState {
 /// into weights exp(score - new max), updates the row's running max and sum, and returns the
 /// factor that rescales the row's earlier output. Scores are shifted by the max in their own
 /// precision, so only small numbers are rounded to float.
-/// max of a tile row (kKeyTile values), in vectors.
-template <class T>
+/// max of a tile row (Width values), in vectors.
+template <Index Width, class T>
 double tile_row_max(const T* row) {
   using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
   constexpr Index lanes = sizeof(Vec) / sizeof(T);
   Vec m = simd::load<Vec>(row);
-  for (Index j = lanes; j < kKeyTile; j += lanes) m = simd::max(m, simd::load<Vec>(row + j));
+  for (Index j = lanes; j < Width; j += lanes) m = simd::max(m, simd::load<Vec>(row + j));
   if constexpr (std::is_same_v<T, float>) {
     return simd::reduce_max(m);
   } else {
@@ -161,13 +181,13 @@ double tile_row_max(const T* row) {
   }
 }
 
-template <class T>
+template <Index Width, class T>
 float softmax_tile_row(const T* scores, double tile_max, float* weights, RowState& state) {  // may alias
   using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
   constexpr Index lanes = sizeof(Vec) / sizeof(T);
   const double new_max = std::max(state.max, tile_max);
   if (new_max == -std::numeric_limits<double>::infinity()) {  // nothing visible yet: weights 0
-    std::fill(weights, weights + kKeyTile, 0.0f);
+    std::fill(weights, weights + Width, 0.0f);
     return 1.0f;
   }
   // exp(old max - new max): 1 when the max stays (usual once the nearest keys are seen), 0 when
@@ -175,14 +195,14 @@ float softmax_tile_row(const T* scores, double tile_max, float* weights, RowStat
   const float correction =
       state.max == new_max ? 1.0f : simd::exp_nonpositive(FloatVec{} + static_cast<float>(state.max - new_max))[0];
   if constexpr (std::is_same_v<T, double>) {
-    for (Index j = 0; j < kKeyTile; j += lanes) {
+    for (Index j = 0; j < Width; j += lanes) {
       simd::store(weights + j, __builtin_convertvector(simd::load<Vec>(scores + j) - new_max, simd::HalfFloatVec));
     }
   }
   const float shift = std::is_same_v<T, double> ? 0.0f : static_cast<float>(new_max);
   const float* shifted = std::is_same_v<T, double> ? weights : reinterpret_cast<const float*>(scores);
   FloatVec total{};
-  for (Index j = 0; j < kKeyTile; j += kFloatLanes) {
+  for (Index j = 0; j < Width; j += kFloatLanes) {
     const FloatVec p = simd::exp_nonpositive(simd::load<FloatVec>(shifted + j) - shift);
     simd::store(weights + j, p);
     total += p;
@@ -217,18 +237,18 @@ struct BiasBuffers {
 /// weights, in place: the policy's bias, the mask, the online softmax. The bias is added in float
 /// while the row's running max stays small; otherwise (every visible key far away, so ALiBi biases
 /// in the millions) the row is redone in double, so large positions lose no accuracy.
-template <class P>
+template <Index Width, class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
                      bool all_visible, bool consecutive, float* row, BiasBuffers& buffers, RowState& state) {
   const auto mask = [&](auto* values, auto masked) {
     if (all_visible) return;
-    for (Index j = 0; j < kKeyTile; ++j) {
+    for (Index j = 0; j < Width; ++j) {
       if (j >= n || !seq.visible(q, j0 + j)) values[j] = masked;
     }
   };
   if constexpr (P::kScoreBias) {
     float* biased = buffers.single;
-    std::copy(row, row + kKeyTile, biased);
+    std::copy(row, row + Width, biased);
     if constexpr (ConsecutiveScoreBias<P>) {
       if (consecutive) {
         policy.add_bias_row_consecutive(head, q, seq.k_positions[j0], n, biased);
@@ -239,20 +259,20 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
       policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
     }
     mask(biased, kMinusInfinity);
-    const double tile_max = tile_row_max(biased);
+    const double tile_max = tile_row_max<Width>(biased);
     const double new_max = std::max(state.max, tile_max);
     if (std::fabs(new_max) > kFloatExactLogit && new_max != -std::numeric_limits<double>::infinity()) {
       double* precise = buffers.dual;
-      std::copy(row, row + kKeyTile, precise);
+      std::copy(row, row + Width, precise);
       policy.add_bias_row(head, q, seq.k_positions + j0, n, precise);
       mask(precise, -std::numeric_limits<double>::infinity());
-      return softmax_tile_row(precise, tile_row_max(precise), row, state);
+      return softmax_tile_row<Width>(precise, tile_row_max<Width>(precise), row, state);
     }
-    return softmax_tile_row(biased, tile_max, row, state);
+    return softmax_tile_row<Width>(biased, tile_max, row, state);
   } else {
     (void)policy, (void)head, (void)buffers, (void)consecutive;
     mask(row, kMinusInfinity);
-    return softmax_tile_row(row, tile_row_max(row), row, state);
+    return softmax_tile_row<Width>(row, tile_row_max<Width>(row), row, state);
   }
 }
 
@@ -317,11 +337,11 @@ struct QueryTileScratch {
   std::vector<RowState> rows;
   BiasBuffers bias;
   void size_for(Index d, Index width) {
-    q.assign(static_cast<std::size_t>(kQueryTile * d), 0.0f);
-    scores.resize(static_cast<std::size_t>(kQueryTile * kKeyTile));
-    output.resize(static_cast<std::size_t>(kQueryTile * width));
-    correction.resize(static_cast<std::size_t>(kQueryTile));
-    rows.resize(static_cast<std::size_t>(kQueryTile));
+    q.assign(static_cast<std::size_t>(kPaddedQueryTile * d), 0.0f);
+    scores.assign(static_cast<std::size_t>(kPaddedQueryTile * kKeyTile), 0.0f);
+    output.resize(static_cast<std::size_t>(kPaddedQueryTile * width));
+    correction.assign(static_cast<std::size_t>(kPaddedQueryTile), 1.0f);
+    rows.resize(static_cast<std::size_t>(kPaddedQueryTile));
   }
 };
 
@@ -359,24 +379,25 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     const bool all_visible = keys_in_tile == kKeyTile && !keys.has_padding[tile] &&
                              (!seq.causal || keys.max_position[tile] <= q_min);
     const float* kt = keys.kt.data() + t * d * kKeyTile;
-    for (Index r = 0; r < row_blocks; ++r) {
-      score_block(scratch.q.data() + r * kScoreRows * d, d, kt, d, scale, scratch.scores.data() + r * kScoreRows * kKeyTile);
-    }
+    score_tile(scratch.q.data(), row_blocks * kScoreRows, kt, d, scale, scratch.scores.data());
     for (Index i = 0; i < n; ++i) {
       scratch.correction[static_cast<std::size_t>(i)] =
-          weigh_tile_row(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, keys.consecutive[tile] != 0,
+          weigh_tile_row<kKeyTile>(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, keys.consecutive[tile] != 0,
                          scratch.scores.data() + i * kKeyTile,
                          scratch.bias, scratch.rows[static_cast<std::size_t>(i)]);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
     const Index whole = width / (kOutputVectors * kFloatLanes) * (kOutputVectors * kFloatLanes);
-    for (Index i = 0; i < n; i += kOutputRows) {
-      const float* p = scratch.scores.data() + i * kKeyTile;
-      float* o = scratch.output.data() + i * width;
-      const float* correction = scratch.correction.data() + i;
-      for (Index c = 0; c < whole; c += kOutputVectors * kFloatLanes) output_block<kOutputVectors>(p, v, width, correction, o, c);
-      for (Index c = whole; c < width; c += kFloatLanes) output_block<1>(p, v, width, correction, o, c);
-    }
+    // Column slabs outermost: a slab of V (kKeyTile x kOutputVectors vectors, 8 KiB) stays in L1
+    // while every row block passes over it.
+    const auto rows_over_slab = [&](auto vectors, Index c) {
+      for (Index i = 0; i < n; i += kOutputRows) {
+        output_block<decltype(vectors)::value>(scratch.scores.data() + i * kKeyTile, v, width,
+                                               scratch.correction.data() + i, scratch.output.data() + i * width, c);
+      }
+    };
+    for (Index c = 0; c < whole; c += kOutputVectors * kFloatLanes) rows_over_slab(std::integral_constant<int, kOutputVectors>{}, c);
+    for (Index c = whole; c < width; c += kFloatLanes) rows_over_slab(std::integral_constant<int, 1>{}, c);
   }
   for (Index i = 0; i < n; ++i) {
     float* o = out + ((b * s.q_len + i0 + i) * s.heads + head) * d;
@@ -474,8 +495,9 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const auto query_of = [&](Index r) { return (r % rows_per_kv) / group; };
   const auto head_of = [&](Index r) { return (kv_begin + r / rows_per_kv) * group + r % group; };
   std::vector<float> q_rows(static_cast<std::size_t>(rows * d)), output(static_cast<std::size_t>(rows * d), 0.0f);
-  std::vector<float> scores(static_cast<std::size_t>(rows * kKeyTile));
-  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * kv_count * d) : 0);
+  constexpr Index kTile = kDecodeKeyTile;
+  std::vector<float> scores(static_cast<std::size_t>(rows * kTile));
+  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kTile * kv_count * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
   BiasBuffers bias;
   for (Index r = 0; r < rows; ++r) {
@@ -488,18 +510,18 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
   const auto tile_bytes = [&](Index n) { return static_cast<std::size_t>(((n - 1) * kv_stride + kv_count * d) * 4); };
-  for (Index j0 = 0; j0 < s.k_len; j0 += kKeyTile) {
-    const Index n = std::min(kKeyTile, s.k_len - j0);
+  for (Index j0 = 0; j0 < s.k_len; j0 += kTile) {
+    const Index n = std::min(kTile, s.k_len - j0);
     // The next tile is requested a slice per row, so the loads overlap this tile's arithmetic.
-    const Index next = j0 + kKeyTile < s.k_len ? std::min(kKeyTile, s.k_len - j0 - kKeyTile) : 0;
+    const Index next = j0 + kTile < s.k_len ? std::min(kTile, s.k_len - j0 - kTile) : 0;
     const std::size_t next_bytes = next > 0 ? tile_bytes(next) : 0;
     const std::size_t slice = (next_bytes / static_cast<std::size_t>(rows) + 63) / 64 * 64;
     const auto prefetch_slice = [&](Index r) {
       const std::size_t begin = static_cast<std::size_t>(r) * slice;
       if (begin >= next_bytes) return;
       const std::size_t bytes = std::min(slice, next_bytes - begin);
-      prefetch(reinterpret_cast<const char*>(tile_start(k, j0 + kKeyTile)) + begin, bytes);
-      prefetch(reinterpret_cast<const char*>(tile_start(v, j0 + kKeyTile)) + begin, bytes);
+      prefetch(reinterpret_cast<const char*>(tile_start(k, j0 + kTile)) + begin, bytes);
+      prefetch(reinterpret_cast<const char*>(tile_start(v, j0 + kTile)) + begin, bytes);
     };
     const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
     Index k_stride = kv_stride;
@@ -513,15 +535,15 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     }
     for (Index r = 0; r < rows; ++r) {
       prefetch_slice(r);
-      dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kKeyTile);
+      dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kTile);
     }
     const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
     const float* v_tile = tile_start(v, j0);
     for (Index r = 0; r < rows; ++r) {
-      float* row = scores.data() + r * kKeyTile;
-      std::fill(row + n, row + kKeyTile, 0.0f);
-      const float correction = weigh_tile_row(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, false,
-                                              consecutive, row, bias, state[static_cast<std::size_t>(r)]);
+      float* row = scores.data() + r * kTile;
+      std::fill(row + n, row + kTile, 0.0f);
+      const float correction = weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n,
+                                                     false, consecutive, row, bias, state[static_cast<std::size_t>(r)]);
       accumulate_rows(row, n, v_tile + (r / rows_per_kv) * d, kv_stride, d, correction, output.data() + r * d);
     }
   }
