@@ -88,9 +88,12 @@ void register_attention_benchmarks() {
   }
   register_decode("none", posenc::NoPosition{});
   register_decode("alibi", posenc::ALiBi(32));
-  // Decoding engines build the cos/sin table once for the cache capacity (RoPE::with_cache) and
-  // reuse it every step; the keys are re-rotated from it on each call.
-  register_decode("rope", make_rope().with_cache(4096));
+  // A decode step as engines run it (HF transformers, llama.cpp): the KV cache holds keys rotated
+  // once, when they were appended; the step rotates its query from the cos/sin table built once
+  // for the cache capacity, then streams K and V.
+  register_decode("rope", make_rope().with_cache(4096).for_rotated_key_cache());
+  // The same step with every cached key rotated again from the table on each call.
+  register_decode("rope_rerotate", make_rope().with_cache(4096));
 }
 
 }  // namespace posenc_bench

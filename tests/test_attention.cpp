@@ -618,6 +618,42 @@ TEST_CASE("RoPE with an attached cos/sin table gives the results of RoPE without
   }
 }
 
+TEST_CASE("RoPE over a cache of already-rotated keys equals RoPE rotating the raw keys", "[attention][rope]") {
+  // for_rotated_key_cache(): the caller rotates keys once (RoPE::apply with the call's
+  // frequencies) and attention rotates only the queries: a decode step (1 query) and a prefill
+  // (many queries) over GQA heads, with and without an attached table, on both kernels.
+  std::mt19937 rng(59);
+  const Index heads = 4, kv_heads = 2, d = 16, lk = 70;
+  const FTensor<3> k = random_tensor<3>(rng, {lk, kv_heads, d}, -2.0f, 2.0f);
+  const FTensor<3> v = random_tensor<3>(rng, {lk, kv_heads, d});
+  const std::vector<Position> kp = iota_positions(lk, 5);
+  for (const auto layout : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
+    for (const Index lq : {Index{1}, Index{20}}) {
+      INFO("layout " << static_cast<int>(layout) << ", queries " << lq);
+      const FTensor<3> q = random_tensor<3>(rng, {lq, heads, d}, -2.0f, 2.0f);
+      const std::vector<Position> qp = iota_positions(lq, 5 + lk - lq);
+      const posenc::RoPE rope = make_rope(d, d, layout, RopeScaling::none()).with_cache(128);
+      const posenc::RoPE queries_only = rope.for_rotated_key_cache();
+      CHECK(rope.rotates_keys());
+      CHECK_FALSE(queries_only.rotates_keys());
+      FTensor<3> rotated_k = k;
+      rope.apply(rotated_k, kp);
+      for (const auto kernel : kKernels) {
+        const auto options = attention_options(true, std::nullopt, kernel);
+        const FTensor<3> want = posenc::attention(q, k, v, qp, kp, rope, options);
+        check_close(posenc::attention(q, rotated_k, v, qp, kp, queries_only, options), want, 1e-6);
+        // And the raw keys under queries_only are not rotated: the result differs.
+        const FTensor<3> raw = posenc::attention(q, k, v, qp, kp, queries_only, options);
+        double largest = 0.0;
+        for (Index i = 0; i < raw.size(); ++i) {
+          largest = std::max(largest, std::fabs(static_cast<double>(raw.data()[i]) - want.data()[i]));
+        }
+        CHECK(largest > 1e-3);
+      }
+    }
+  }
+}
+
 TEST_CASE("batched prefill (many queries) equals per-sequence attention, ragged and left-padded",
           "[attention][batch]") {
   std::mt19937 rng(58);

@@ -45,6 +45,21 @@ concept QKRotation = requires(const P& policy, Position seq_len, float* xf, doub
   policy.rotate_unchecked(xd, tokens, heads, positions, policy.rotation(seq_len));
 };
 
+namespace detail {
+/// Whether attention rotates the keys as well as the queries. A rotation policy may answer
+/// `rotates_keys() == false` when the keys it is given are already rotated (a KV cache that
+/// stores keys after RoPE, as HF transformers does; see RoPE::for_rotated_key_cache).
+template <class P>
+bool rotates_keys(const P& policy) {
+  if constexpr (requires { { policy.rotates_keys() } -> std::convertible_to<bool>; }) {
+    return policy.rotates_keys();
+  } else {
+    (void)policy;
+    return true;
+  }
+}
+}  // namespace detail
+
 /// Additive score bias: row[j] += b_head(q_position, k_positions[j]) for j < n. Attention calls it
 /// on double rows (ALiBi biases reach 1e9 at large positions, where float spacing is too coarse
 /// for softmax); the float form serves callers that want float bias matrices.

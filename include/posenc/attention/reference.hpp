@@ -31,8 +31,10 @@ void reference_attention_unchecked(const AttentionShape& s, const float* q, cons
     for (Index b = 0; b < s.batch; ++b) {
       policy.rotate_unchecked(qd.data() + b * s.q_len * s.heads * d, s.q_len, s.heads, q_positions + b * s.q_len,
                               rotation);
-      policy.rotate_unchecked(kd.data() + b * s.k_len * s.kv_heads * d, s.k_len, s.kv_heads,
-                              k_positions + b * s.k_len, rotation);
+      if (detail::rotates_keys(policy)) {
+        policy.rotate_unchecked(kd.data() + b * s.k_len * s.kv_heads * d, s.k_len, s.kv_heads,
+                                k_positions + b * s.k_len, rotation);
+      }
     }
   }
 

@@ -323,7 +323,9 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
       if (seq.key_padding != nullptr && seq.key_padding[j0 + j] != 0) packed.has_padding[static_cast<std::size_t>(t)] = 1;
     }
     packed.consecutive[static_cast<std::size_t>(t)] = consecutive_positions(seq.k_positions + j0, n);
-    if constexpr (P::kQKRotation) policy.rotate_unchecked(rows.data(), n, 1, seq.k_positions + j0, *rotation);
+    if constexpr (P::kQKRotation) {
+      if (rotates_keys(policy)) policy.rotate_unchecked(rows.data(), n, 1, seq.k_positions + j0, *rotation);
+    }
     float* kt = packed.kt.data() + t * d * kKeyTile;
     for (Index j = 0; j < n; ++j) {
       for (Index c = 0; c < d; ++c) kt[c * kKeyTile + j] = rows[static_cast<std::size_t>(j * d + c)];
@@ -526,12 +528,14 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
     Index k_stride = kv_stride;
     if constexpr (P::kQKRotation) {
-      for (Index j = 0; j < n; ++j) {
-        std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
+      if (rotates_keys(policy)) {
+        for (Index j = 0; j < n; ++j) {
+          std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
+        }
+        policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
+        k_tile = rotated.data();
+        k_stride = kv_count * d;
       }
-      policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
-      k_tile = rotated.data();
-      k_stride = kv_count * d;
     }
     for (Index r = 0; r < rows; ++r) {
       prefetch_slice(r);

@@ -159,6 +159,19 @@ class RoPE : public EncodingBase {
   /// The table attached by with_cache(), or null.
   const RotaryCache* attached_cache() const { return cache_.get(); }
 
+  /// A copy of this policy for attention over a KV cache that holds keys already rotated:
+  /// attention then rotates only the queries and reads the keys as they are. This is how decoders
+  /// run (HF transformers caches key_states after apply_rotary_pos_emb; llama.cpp the same):
+  /// rotate each new key once, with apply(k_new, positions) and the same frequencies, append it
+  /// to the cache, and attend. A decode step then streams the cache without rotating it again.
+  RoPE for_rotated_key_cache() const {
+    RoPE copy = *this;
+    copy.rotates_keys_ = false;
+    return copy;
+  }
+  /// False for a copy made by for_rotated_key_cache(): attention leaves the keys as given.
+  bool rotates_keys() const { return rotates_keys_; }
+
   // --- query/key-rotation hook ---
   /// Rotates x [tokens, heads, head_dim] in place, one cos/sin row per token shared by its heads:
   /// read from the attached table when it matches, else computed on the fly (no table needed: a
@@ -236,6 +249,7 @@ class RoPE : public EncodingBase {
 
   RopeConfig config_;
   std::shared_ptr<const RotaryCache> cache_;
+  bool rotates_keys_ = true;
 };
 
 }  // namespace posenc
