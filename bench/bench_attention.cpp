@@ -71,6 +71,13 @@ void register_causal(const std::string& policy_name, Index length, const P& poli
 }
 
 template <class P>
+void bench_decode_small(benchmark::State& state, const P& policy, Index keys) {
+  const AttentionInputs& in = attention_inputs(1, keys, 32, 8, kHeadDim);
+  run_attention(state, in, policy);
+  state.SetBytesProcessed(in.kv_bytes() * state.iterations());
+}
+
+template <class P>
 void register_decode(const std::string& policy_name, const P& policy) {
   benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
       ->Unit(benchmark::kMillisecond)
@@ -86,6 +93,7 @@ void register_attention_benchmarks() {
     register_causal("t5", length, make_t5(1));
     if (length == 2048) register_causal("rope", length, make_rope());
   }
+  for (Index keys : {128, 512, 2048}) benchmark::RegisterBenchmark(("tmpdecode/none/" + std::to_string(keys)).c_str(), bench_decode_small<posenc::NoPosition>, posenc::NoPosition{}, keys)->UseRealTime();
   register_decode("none", posenc::NoPosition{});
   register_decode("alibi", posenc::ALiBi(32));
   // A decode step as engines run it (HF transformers, llama.cpp): the KV cache holds keys rotated

@@ -476,6 +476,89 @@ inline void dot_keys(const float* POSENC_RESTRICT q, const float* POSENC_RESTRIC
   for (; j < n; ++j) scores[j] = scale * dot(q, k + j * stride, d);
 }
 
+/// Decode micro-kernels for R (2 .. kDecodeRowBlock) query rows that share a kv head (the query
+/// heads of a GQA group): each K and V vector is loaded once per block and used by every row, so
+/// the kernels are FMA-bound rather than load-bound (one row per pass loads a vector per FMA).
+inline constexpr int kDecodeRowBlock = 4;
+
+/// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < n; q rows d apart, k_j at
+/// k + j * stride. Two keys per step: 2R independent FMA chains.
+template <int R>
+void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
+                   float scale, float* POSENC_RESTRICT scores, Index score_stride) {
+  const Index whole = d / kFloatLanes * kFloatLanes;
+  const auto finish = [&](int r, Index j, const FloatVec& acc) {
+    float sum = reduce_sum(acc);
+    for (Index c = whole; c < d; ++c) sum += q[r * d + c] * k[j * stride + c];
+    scores[r * score_stride + j] = scale * sum;
+  };
+  Index j = 0;
+  for (; j + 2 <= n; j += 2) {
+    FloatVec acc0[R] = {}, acc1[R] = {};
+    const float* k0 = k + j * stride;
+    const float* k1 = k0 + stride;
+    for (Index c = 0; c < whole; c += kFloatLanes) {
+      const FloatVec a = simd::load<FloatVec>(k0 + c);
+      const FloatVec b = simd::load<FloatVec>(k1 + c);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const FloatVec qv = simd::load<FloatVec>(q + r * d + c);
+        acc0[r] += qv * a;
+        acc1[r] += qv * b;
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      finish(r, j, acc0[r]);
+      finish(r, j + 1, acc1[r]);
+    }
+  }
+  for (; j < n; ++j) {
+    FloatVec acc[R] = {};
+    for (Index c = 0; c < whole; c += kFloatLanes) {
+      const FloatVec a = simd::load<FloatVec>(k + j * stride + c);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += simd::load<FloatVec>(q + r * d + c) * a;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) finish(r, j, acc[r]);
+  }
+}
+
+/// o_r = correction[r] * o_r + sum_{j<n} p_r[j] v_j for r < R over d columns: o rows d apart, p
+/// rows p_stride apart, v_j at v + j * stride. Column blocks of two vectors: 2R accumulators.
+template <int R>
+void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index n, const float* POSENC_RESTRICT v,
+                           Index stride, const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o, Index d) {
+  Index c = 0;
+  for (; c + 2 * kFloatLanes <= d; c += 2 * kFloatLanes) {
+    FloatVec acc0[R], acc1[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = simd::load<FloatVec>(o + r * d + c) * correction[r];
+      acc1[r] = simd::load<FloatVec>(o + r * d + c + kFloatLanes) * correction[r];
+    }
+    for (Index j = 0; j < n; ++j) {
+      const FloatVec a = simd::load<FloatVec>(v + j * stride + c);
+      const FloatVec b = simd::load<FloatVec>(v + j * stride + c + kFloatLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const float pr = p[r * p_stride + j];
+        acc0[r] += pr * a;
+        acc1[r] += pr * b;
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      simd::store(o + r * d + c, acc0[r]);
+      simd::store(o + r * d + c + kFloatLanes, acc1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    if (c < d) accumulate_rows(p + r * p_stride, n, v + c, stride, d - c, correction[r], o + r * d + c);
+  }
+}
+
 /// Asks the cache for [begin, begin + bytes) ahead of use (decode streams K and V tile by tile).
 inline void prefetch(const void* begin, std::size_t bytes) {
   const char* p = static_cast<const char*>(begin);
@@ -501,6 +584,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   std::vector<float> scores(static_cast<std::size_t>(rows * kTile));
   std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kTile * kv_count * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
+  std::vector<float> correction(static_cast<std::size_t>(rows));
   BiasBuffers bias;
   for (Index r = 0; r < rows; ++r) {
     const float* q_row = q + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
@@ -537,19 +621,47 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
         k_stride = kv_count * d;
       }
     }
-    for (Index r = 0; r < rows; ++r) {
-      prefetch_slice(r);
-      dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kTile);
-    }
+    // Rows in blocks of up to kDecodeRowBlock that share a kv head (a block of one: dot_keys).
+    const auto for_row_blocks = [&](auto&& one_row, auto&& block) {
+      for (Index r = 0; r < rows;) {
+        const Index end = std::min(r + kDecodeRowBlock, (r / rows_per_kv + 1) * rows_per_kv);
+        switch (end - r) {
+          case 1: one_row(r); break;
+          case 2: block(r, std::integral_constant<int, 2>{}); break;
+          case 3: block(r, std::integral_constant<int, 3>{}); break;
+          default: block(r, std::integral_constant<int, kDecodeRowBlock>{}); break;
+        }
+        r = end;
+      }
+    };
+    for_row_blocks(
+        [&](Index r) {
+          prefetch_slice(r);
+          dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kTile);
+        },
+        [&](Index r, auto count) {
+          for (Index i = r; i < r + count(); ++i) prefetch_slice(i);
+          dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
+                                 scores.data() + r * kTile, kTile);
+        });
     const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
     const float* v_tile = tile_start(v, j0);
     for (Index r = 0; r < rows; ++r) {
       float* row = scores.data() + r * kTile;
       std::fill(row + n, row + kTile, 0.0f);
-      const float correction = weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n,
-                                                     false, consecutive, row, bias, state[static_cast<std::size_t>(r)]);
-      accumulate_rows(row, n, v_tile + (r / rows_per_kv) * d, kv_stride, d, correction, output.data() + r * d);
+      correction[static_cast<std::size_t>(r)] =
+          weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, false, consecutive, row,
+                                bias, state[static_cast<std::size_t>(r)]);
     }
+    for_row_blocks(
+        [&](Index r) {
+          accumulate_rows(scores.data() + r * kTile, n, v_tile + (r / rows_per_kv) * d, kv_stride, d,
+                          correction[static_cast<std::size_t>(r)], output.data() + r * d);
+        },
+        [&](Index r, auto count) {
+          accumulate_rows_block<count()>(scores.data() + r * kTile, kTile, n, v_tile + (r / rows_per_kv) * d, kv_stride,
+                                         correction.data() + r, output.data() + r * d, d);
+        });
   }
   for (Index r = 0; r < rows; ++r) {
     float* o = out + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
