@@ -233,6 +233,15 @@ struct BiasBuffers {
   double dual[kKeyTile];
 };
 
+/// Whether every key j0 .. j0 + n - 1 is visible to every query at position >= q_min (no
+/// padding, none in the future): the tile's rows then need no mask.
+inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Position q_min) {
+  for (Index j = j0; j < j0 + n; ++j) {
+    if ((seq.causal && seq.k_positions[j] > q_min) || (seq.key_padding != nullptr && seq.key_padding[j] != 0)) return false;
+  }
+  return true;
+}
+
 /// Scores of one query row against one key tile (n real keys, the rest padding) to softmax
 /// weights, in place: the policy's bias, the mask, the online softmax. The bias is added in float
 /// while the row's running max stays small; otherwise (every visible key far away, so ALiBi biases
@@ -593,22 +602,11 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + query_of(r), *rotation);
     }
   }
+  const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
-  const auto tile_bytes = [&](Index n) { return static_cast<std::size_t>(((n - 1) * kv_stride + kv_count * d) * 4); };
   for (Index j0 = 0; j0 < s.k_len; j0 += kTile) {
     const Index n = std::min(kTile, s.k_len - j0);
-    // The next tile is requested a slice per row, so the loads overlap this tile's arithmetic.
-    const Index next = j0 + kTile < s.k_len ? std::min(kTile, s.k_len - j0 - kTile) : 0;
-    const std::size_t next_bytes = next > 0 ? tile_bytes(next) : 0;
-    const std::size_t slice = (next_bytes / static_cast<std::size_t>(rows) + 63) / 64 * 64;
-    const auto prefetch_slice = [&](Index r) {
-      const std::size_t begin = static_cast<std::size_t>(r) * slice;
-      if (begin >= next_bytes) return;
-      const std::size_t bytes = std::min(slice, next_bytes - begin);
-      prefetch(reinterpret_cast<const char*>(tile_start(k, j0 + kTile)) + begin, bytes);
-      prefetch(reinterpret_cast<const char*>(tile_start(v, j0 + kTile)) + begin, bytes);
-    };
     const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
     Index k_stride = kv_stride;
     if constexpr (P::kQKRotation) {
@@ -634,23 +632,35 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
         r = end;
       }
     };
-    for_row_blocks(
-        [&](Index r) {
-          prefetch_slice(r);
-          dot_keys(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale, scores.data() + r * kTile);
-        },
-        [&](Index r, auto count) {
-          for (Index i = r; i < r + count(); ++i) prefetch_slice(i);
-          dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
-                                 scores.data() + r * kTile, kTile);
-        });
+    // Scores with K in memory order, two keys (all kv heads of the range) at a time, so the
+    // hardware prefetcher sees one forward stream; meanwhile this tile's V rows and the next
+    // tile's K rows for the same keys are requested, paced with the arithmetic.
+    const std::size_t key_bytes = static_cast<std::size_t>(kv_count * d) * sizeof(float);
+    for (Index j = 0; j < n; j += 2) {
+      const Index m = std::min<Index>(2, n - j);
+      for (Index i = j; i < j + m; ++i) {
+        prefetch(tile_start(v, j0) + i * kv_stride, key_bytes);
+        if (j0 + kTile + i < s.k_len) prefetch(tile_start(k, j0 + kTile) + i * kv_stride, key_bytes);
+      }
+      const float* keys = k_tile + j * k_stride;
+      for_row_blocks(
+          [&](Index r) {
+            dot_keys(q_rows.data() + r * d, keys + (r / rows_per_kv) * d, k_stride, m, d, scale, scores.data() + r * kTile + j);
+          },
+          [&](Index r, auto count) {
+            dot_keys_rows<count()>(q_rows.data() + r * d, keys + (r / rows_per_kv) * d, k_stride, m, d, scale,
+                                   scores.data() + r * kTile + j, kTile);
+          });
+    }
     const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
+    const bool all_visible = tile_all_visible(seq, j0, n, q_min);
     const float* v_tile = tile_start(v, j0);
     for (Index r = 0; r < rows; ++r) {
       float* row = scores.data() + r * kTile;
       std::fill(row + n, row + kTile, 0.0f);
       correction[static_cast<std::size_t>(r)] =
-          weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, false, consecutive, row,
+          weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, all_visible && n == kTile,
+                                consecutive, row,
                                 bias, state[static_cast<std::size_t>(r)]);
     }
     for_row_blocks(
