@@ -55,6 +55,10 @@ inline constexpr int kScoreRows = kFloatLanes >= 16 ? 4 : 6;
 inline constexpr int kScoreVectors = kFloatLanes >= 16 ? 4 : 2;
 inline constexpr int kOutputRows = kScoreRows;
 inline constexpr int kOutputVectors = kScoreVectors;
+// Packed K and V are stored in slabs of the micro-kernels' width, each slab contiguous: a strided
+// slab (16 of 64 columns at 256 B per row) fell into a quarter of the L1 sets and thrashed them.
+inline constexpr Index kScoreSlab = kScoreVectors * kFloatLanes;    // key columns per K slab
+inline constexpr Index kOutputSlab = kOutputVectors * kFloatLanes;  // value columns per V slab
 constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
 
 constexpr Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
@@ -98,10 +102,11 @@ using simd::reduce_sum;
 POSENC_ALWAYS_INLINE void score_block(const float* POSENC_RESTRICT q, Index q_stride, const float* POSENC_RESTRICT kt,
                                       Index d, float scale, float* POSENC_RESTRICT s) {
   FloatVec acc[kScoreRows][kScoreVectors] = {};
+#pragma GCC unroll 4
   for (Index dd = 0; dd < d; ++dd) {
     FloatVec k[kScoreVectors];
 #pragma GCC unroll 8
-    for (int x = 0; x < kScoreVectors; ++x) k[x] = simd::load<FloatVec>(kt + dd * kKeyTile + x * kFloatLanes);
+    for (int x = 0; x < kScoreVectors; ++x) k[x] = simd::load<FloatVec>(kt + dd * kScoreSlab + x * kFloatLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < kScoreRows; ++r) {
       const float qv = q[r * q_stride + dd];
@@ -117,30 +122,32 @@ POSENC_ALWAYS_INLINE void score_block(const float* POSENC_RESTRICT q, Index q_st
 }
 
 /// Scores of `rows` query rows (a multiple of kScoreRows, q rows d apart) against one packed key
-/// tile: s[r][c] = scale * q_r . k_c. Column slabs outermost: a slab of Kt (d x kScoreVectors
-/// vectors, 16 KiB at d = 128) stays in L1 while every query row block passes over it.
+/// tile: s[r][c] = scale * q_r . k_c. Slabs outermost: a K slab ([d][kScoreSlab], 8 KiB at d = 128
+/// on AVX2) stays in L1 while every query row block passes over it.
 inline void score_tile(const float* POSENC_RESTRICT q, Index rows, const float* POSENC_RESTRICT kt, Index d,
                        float scale, float* POSENC_RESTRICT s) {
-  for (Index c0 = 0; c0 < kKeyTile; c0 += kScoreVectors * kFloatLanes) {
-    for (Index r = 0; r < rows; r += kScoreRows) score_block(q + r * d, d, kt + c0, d, scale, s + r * kKeyTile + c0);
+  for (Index c0 = 0; c0 < kKeyTile; c0 += kScoreSlab) {
+    for (Index r = 0; r < rows; r += kScoreRows) score_block(q + r * d, d, kt + c0 * d, d, scale, s + r * kKeyTile + c0);
   }
 }
 
-/// o[r][c..] = correction[r] * o[r][c..] + sum_j p[r][j] v[j][c..] for kOutputRows rows and
-/// Vectors vectors of columns starting at column c (o and v rows have `width` floats).
+/// o[r][..] = correction[r] * o[r][..] + sum_j p[r][j] v[j][..] for kOutputRows rows and Vectors
+/// vectors of columns (o rows o_stride apart, v rows v_stride apart, p rows kKeyTile apart).
 template <int Vectors>
-POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const float* POSENC_RESTRICT v, Index width,
-                                       const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o, Index c) {
+POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const float* POSENC_RESTRICT v, Index v_stride,
+                                       const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o,
+                                       Index o_stride) {
   FloatVec acc[kOutputRows][Vectors];
 #pragma GCC unroll 8
   for (int r = 0; r < kOutputRows; ++r) {
 #pragma GCC unroll 8
-    for (int x = 0; x < Vectors; ++x) acc[r][x] = simd::load<FloatVec>(o + r * width + c + x * kFloatLanes) * correction[r];
+    for (int x = 0; x < Vectors; ++x) acc[r][x] = simd::load<FloatVec>(o + r * o_stride + x * kFloatLanes) * correction[r];
   }
+#pragma GCC unroll 4
   for (Index j = 0; j < kKeyTile; ++j) {
     FloatVec vv[Vectors];
 #pragma GCC unroll 8
-    for (int x = 0; x < Vectors; ++x) vv[x] = simd::load<FloatVec>(v + j * width + c + x * kFloatLanes);
+    for (int x = 0; x < Vectors; ++x) vv[x] = simd::load<FloatVec>(v + j * v_stride + x * kFloatLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < kOutputRows; ++r) {
       const float pr = p[r * kKeyTile + j];
@@ -151,7 +158,7 @@ POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const flo
 #pragma GCC unroll 8
   for (int r = 0; r < kOutputRows; ++r) {
 #pragma GCC unroll 8
-    for (int x = 0; x < Vectors; ++x) simd::store(o + r * width + c + x * kFloatLanes, acc[r][x]);
+    for (int x = 0; x < Vectors; ++x) simd::store(o + r * o_stride + x * kFloatLanes, acc[r][x]);
   }
 }
 
@@ -285,8 +292,10 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
   }
 }
 
-/// Key tiles of one (sequence, kv head): rotated K transposed [tile][d][kKeyTile], V padded to
-/// [tile][kKeyTile][width], plus each tile's position range and whether any key in it is padded.
+/// Key tiles of one (sequence, kv head): rotated K transposed in key slabs
+/// [tile][kKeyTile / kScoreSlab][d][kScoreSlab]; V padded to `width` columns, in column slabs
+/// [tile][slab][kKeyTile][slab width] (kOutputSlab, the last one narrower); plus each tile's
+/// position range and whether any key in it is padded.
 struct PackedKeys {
   Index tiles = 0;
   Index width = 0;  // head_dim rounded up to whole vectors
@@ -325,7 +334,11 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
       const float* k_row = k + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
       const float* v_row = v + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
       std::copy(k_row, k_row + d, rows.data() + j * d);
-      std::copy(v_row, v_row + d, packed.v.data() + (t * kKeyTile + j) * packed.width);
+      float* v_tile = packed.v.data() + t * kKeyTile * packed.width;
+      for (Index c0 = 0; c0 < d; c0 += kOutputSlab) {
+        const Index slab_width = std::min(kOutputSlab, packed.width - c0);
+        std::copy(v_row + c0, v_row + std::min(d, c0 + slab_width), v_tile + c0 * kKeyTile + j * slab_width);
+      }
       const Position p = seq.k_positions[j0 + j];
       packed.min_position[static_cast<std::size_t>(t)] = std::min(packed.min_position[static_cast<std::size_t>(t)], p);
       packed.max_position[static_cast<std::size_t>(t)] = std::max(packed.max_position[static_cast<std::size_t>(t)], p);
@@ -337,7 +350,8 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
     }
     float* kt = packed.kt.data() + t * d * kKeyTile;
     for (Index j = 0; j < n; ++j) {
-      for (Index c = 0; c < d; ++c) kt[c * kKeyTile + j] = rows[static_cast<std::size_t>(j * d + c)];
+      float* slab = kt + (j / kScoreSlab) * d * kScoreSlab + j % kScoreSlab;
+      for (Index c = 0; c < d; ++c) slab[c * kScoreSlab] = rows[static_cast<std::size_t>(j * d + c)];
     }
   }
 }
@@ -398,17 +412,26 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
                          scratch.bias, scratch.rows[static_cast<std::size_t>(i)]);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
-    const Index whole = width / (kOutputVectors * kFloatLanes) * (kOutputVectors * kFloatLanes);
-    // Column slabs outermost: a slab of V (kKeyTile x kOutputVectors vectors, 8 KiB) stays in L1
-    // while every row block passes over it.
-    const auto rows_over_slab = [&](auto vectors, Index c) {
+    // V slab outermost (kKeyTile x kOutputSlab, 4 KiB on AVX2): it stays in L1 while every row
+    // block passes over it.
+    const auto rows_over_slab = [&](auto vectors, const float* v_columns, Index v_stride, Index c) {
       for (Index i = 0; i < n; i += kOutputRows) {
-        output_block<decltype(vectors)::value>(scratch.scores.data() + i * kKeyTile, v, width,
-                                               scratch.correction.data() + i, scratch.output.data() + i * width, c);
+        output_block<decltype(vectors)::value>(scratch.scores.data() + i * kKeyTile, v_columns, v_stride,
+                                               scratch.correction.data() + i, scratch.output.data() + i * width + c,
+                                               width);
       }
     };
-    for (Index c = 0; c < whole; c += kOutputVectors * kFloatLanes) rows_over_slab(std::integral_constant<int, kOutputVectors>{}, c);
-    for (Index c = whole; c < width; c += kFloatLanes) rows_over_slab(std::integral_constant<int, 1>{}, c);
+    for (Index c0 = 0; c0 < width; c0 += kOutputSlab) {
+      const Index slab_width = std::min(kOutputSlab, width - c0);
+      const float* slab = v + c0 * kKeyTile;
+      if (slab_width == kOutputSlab) {
+        rows_over_slab(std::integral_constant<int, kOutputVectors>{}, slab, slab_width, c0);
+      } else {
+        for (Index x = 0; x < slab_width; x += kFloatLanes) {
+          rows_over_slab(std::integral_constant<int, 1>{}, slab + x, slab_width, c0 + x);
+        }
+      }
+    }
   }
   for (Index i = 0; i < n; ++i) {
     float* o = out + ((b * s.q_len + i0 + i) * s.heads + head) * d;
