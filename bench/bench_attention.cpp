@@ -5,7 +5,10 @@
 //                                               FLOPS counts 4*D*L*(L+1)/2 per head (the causal
 //                                               half of QK^T and PV, 2 flops per multiply-add)
 //   decode/<policy>/Lk4096_H32_KV8_D128         one query at position 4095, 32 heads on 8 KV heads,
-//                                               4096 cached keys; bytes = K + V bytes per call
+//                                               4096 cached keys; bytes = K + V bytes per call.
+//                                               decode/rope: a cache of rotated keys (as engines
+//                                               keep it), only the query rotated per step;
+//                                               decode/rope_rerotate: every key rotated each call
 
 #include <benchmark/benchmark.h>
 
@@ -71,13 +74,6 @@ void register_causal(const std::string& policy_name, Index length, const P& poli
 }
 
 template <class P>
-void bench_decode_small(benchmark::State& state, const P& policy, Index keys) {
-  const AttentionInputs& in = attention_inputs(1, keys, 32, 8, kHeadDim);
-  run_attention(state, in, policy);
-  state.SetBytesProcessed(in.kv_bytes() * state.iterations());
-}
-
-template <class P>
 void register_decode(const std::string& policy_name, const P& policy) {
   benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
       ->Unit(benchmark::kMillisecond)
@@ -93,7 +89,6 @@ void register_attention_benchmarks() {
     register_causal("t5", length, make_t5(1));
     if (length == 2048) register_causal("rope", length, make_rope());
   }
-  for (Index keys : {128, 512, 2048}) benchmark::RegisterBenchmark(("tmpdecode/none/" + std::to_string(keys)).c_str(), bench_decode_small<posenc::NoPosition>, posenc::NoPosition{}, keys)->UseRealTime();
   register_decode("none", posenc::NoPosition{});
   register_decode("alibi", posenc::ALiBi(32));
   // A decode step as engines run it (HF transformers, llama.cpp): the KV cache holds keys rotated

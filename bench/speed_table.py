@@ -25,6 +25,7 @@ ROWS = [
     ("decode/none/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
     ("decode/alibi/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
     ("decode/rope/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
+    ("decode/rope_rerotate/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", None),
 ]
 
 
