@@ -103,12 +103,17 @@ POSENC_ALWAYS_INLINE float reduce_max(Float16 v) {
 }
 #endif
 
-/// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
-inline void rotate_half(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
-                        Index pairs) {
+namespace detail {
+/// One row of half-layout RoPE, for a rotary width fixed at compile time (Pairs > 0) or not
+/// (Pairs == 0): with a fixed width the loop unrolls and, inlined in a loop over heads, the
+/// cos/sin vectors stay in registers.
+template <Index Pairs>
+POSENC_ALWAYS_INLINE void rotate_half_row(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos,
+                                          const float* POSENC_RESTRICT sin, Index runtime_pairs) {
+  const Index pairs = Pairs > 0 ? Pairs : runtime_pairs;
+  const Index whole = pairs / kFloatLanes * kFloatLanes;
   float* POSENC_RESTRICT second = x + pairs;
-  Index i = 0;
-  for (; i + kFloatLanes <= pairs; i += kFloatLanes) {
+  for (Index i = 0; i < whole; i += kFloatLanes) {
     const FloatVec a = load<FloatVec>(x + i);
     const FloatVec b = load<FloatVec>(second + i);
     const FloatVec c = load<FloatVec>(cos + i);
@@ -116,12 +121,18 @@ inline void rotate_half(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT c
     store(x + i, a * c - b * s);
     store(second + i, b * c + a * s);
   }
-  for (; i < pairs; ++i) {
+  for (Index i = whole; i < pairs; ++i) {
     const float a = x[i];
     const float b = second[i];
     x[i] = a * cos[i] - b * sin[i];
     second[i] = b * cos[i] + a * sin[i];
   }
+}
+}  // namespace detail
+
+/// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
+inline void rotate_half(float* x, const float* cos, const float* sin, Index pairs) {
+  detail::rotate_half_row<0>(x, cos, sin, pairs);
 }
 
 /// RoPE, interleaved layout: pair (x[2i], x[2i+1]). y = x * [c c] + swap_pairs(x) * [-s s].
@@ -140,33 +151,12 @@ inline void rotate_interleaved(float* POSENC_RESTRICT x, const float* POSENC_RES
 }
 
 namespace detail {
-/// rotate_half_heads for a rotary width fixed at compile time (Pairs > 0) or not (Pairs == 0).
-/// With a fixed width the compiler unrolls the row and keeps the token's cos/sin in registers
-/// across its heads: each head is then loads, FMAs and stores only.
+/// rotate_half_heads for a compile-time (Pairs > 0) or run-time rotary width.
 template <Index Pairs>
 POSENC_ALWAYS_INLINE void rotate_half_heads(float* POSENC_RESTRICT x, Index heads, Index stride,
                                             const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                                             Index runtime_pairs) {
-  const Index pairs = Pairs > 0 ? Pairs : runtime_pairs;
-  const Index whole = pairs / kFloatLanes * kFloatLanes;
-  for (Index h = 0; h < heads; ++h) {
-    float* POSENC_RESTRICT first = x + h * stride;
-    float* POSENC_RESTRICT second = first + pairs;
-    for (Index i = 0; i < whole; i += kFloatLanes) {
-      const FloatVec a = load<FloatVec>(first + i);
-      const FloatVec b = load<FloatVec>(second + i);
-      const FloatVec c = load<FloatVec>(cos + i);
-      const FloatVec s = load<FloatVec>(sin + i);
-      store(first + i, a * c - b * s);
-      store(second + i, b * c + a * s);
-    }
-    for (Index i = whole; i < pairs; ++i) {
-      const float a = first[i];
-      const float b = second[i];
-      first[i] = a * cos[i] - b * sin[i];
-      second[i] = b * cos[i] + a * sin[i];
-    }
-  }
+  for (Index h = 0; h < heads; ++h) rotate_half_row<Pairs>(x + h * stride, cos, sin, runtime_pairs);
 }
 
 /// rotate_interleaved_heads for a rotary width fixed at compile time (a multiple of the lanes):
