@@ -138,6 +138,33 @@ TEST_CASE("ALiBi bias is -slope * |q - k| per head", "[alibi]") {
   CHECK(bias(4, 2, 3) == 0.0f);
 }
 
+TEST_CASE("ALiBi's consecutive-key hook adds the bias less the constant it returns", "[alibi]") {
+  // row[j] + offset must be -slope * |q - (k_first + j)|, with the float part small (the key
+  // nearest the query carries the offset), for queries before, inside and after the keys and at
+  // positions up to 2^31 - 1.
+  const posenc::ALiBi alibi(12);
+  const Position large = posenc::kMaxPosition;
+  const std::vector<std::pair<Position, Position>> cases = {
+      {0, 0}, {5, 0}, {40, 0}, {0, 7}, {100, 37}, {10'000'000, 0}, {0, 10'000'000}, {large, 0}, {large - 20, large - 40}};
+  for (const auto& [q, k_first] : cases) {
+    for (const Index n : {Index{1}, Index{7}, Index{33}, Index{64}}) {
+      for (Index head = 0; head < alibi.num_heads(); head += 5) {
+        INFO("q " << q << ", k_first " << k_first << ", n " << n << ", head " << head);
+        std::vector<float> row(static_cast<std::size_t>(n), 0.0f);
+        const double offset = alibi.add_bias_row_consecutive(head, q, k_first, n, row.data());
+        const long double slope = alibi.slopes()[static_cast<std::size_t>(head)];
+        for (Index j = 0; j < n; ++j) {
+          const long double distance = std::fabs(static_cast<long double>(q) - static_cast<long double>(k_first + j));
+          const long double want = -slope * distance;
+          CHECK(std::fabs(static_cast<long double>(row[static_cast<std::size_t>(j)]) + offset - want) <=
+                1e-6L * (1.0L + std::fabs(want)) );
+          CHECK(std::fabs(row[static_cast<std::size_t>(j)]) <= slope * static_cast<long double>(n) + 1e-6L);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("ALiBi rejects a non-positive head count and negative positions", "[alibi][errors]") {
   POSENC_REQUIRE_THROWS_NAMING(posenc::InvalidParameter, "num_heads", posenc::alibi_slopes(0));
   POSENC_REQUIRE_THROWS_NAMING(posenc::InvalidParameter, "num_heads", posenc::ALiBi(-3));

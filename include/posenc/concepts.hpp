@@ -72,11 +72,13 @@ concept ScoreBias = requires(const P& policy, Index head, Position q_position, c
 };
 
 /// Optional fast form of the score-bias hook for keys at consecutive positions k_first,
-/// k_first + 1, ... (the usual KV cache): ALiBi becomes a ramp, T5 a contiguous slice.
+/// k_first + 1, ... (the usual KV cache): ALiBi becomes a ramp, T5 a contiguous slice. It adds
+/// b_head(q, k_first + j) - offset to row[j] in float and returns the offset, a constant of the
+/// call that keeps the float values small where the bias is large (softmax is invariant under it).
 template <class P>
 concept ConsecutiveScoreBias = ScoreBias<P> && requires(const P& policy, Index head, Position q_position,
                                                         Position k_first, Index n, float* row) {
-  policy.add_bias_row_consecutive(head, q_position, k_first, n, row);
+  { policy.add_bias_row_consecutive(head, q_position, k_first, n, row) } -> std::convertible_to<double>;
 };
 
 /// A complete policy: derives from EncodingBase and implements every hook it declares.

@@ -188,8 +188,11 @@ double tile_row_max(const T* row) {
   }
 }
 
+/// `scores` hold logit - offset (offset 0 but for rows biased relative to a per-row constant, see
+/// weigh_tile_row); tile_max is the largest logit itself.
 template <Index Width, class T>
-float softmax_tile_row(const T* scores, double tile_max, float* weights, RowState& state) {  // may alias
+float softmax_tile_row(const T* scores, double tile_max, double offset, float* weights,
+                       RowState& state) {  // may alias
   using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
   constexpr Index lanes = sizeof(Vec) / sizeof(T);
   const double new_max = std::max(state.max, tile_max);
@@ -203,10 +206,11 @@ float softmax_tile_row(const T* scores, double tile_max, float* weights, RowStat
       state.max == new_max ? 1.0f : simd::exp_nonpositive(FloatVec{} + static_cast<float>(state.max - new_max))[0];
   if constexpr (std::is_same_v<T, double>) {
     for (Index j = 0; j < Width; j += lanes) {
-      simd::store(weights + j, __builtin_convertvector(simd::load<Vec>(scores + j) - new_max, simd::HalfFloatVec));
+      simd::store(weights + j, __builtin_convertvector(simd::load<Vec>(scores + j) - (new_max - offset),
+                                                       simd::HalfFloatVec));
     }
   }
-  const float shift = std::is_same_v<T, double> ? 0.0f : static_cast<float>(new_max);
+  const float shift = std::is_same_v<T, double> ? 0.0f : static_cast<float>(new_max - offset);
   const float* shifted = std::is_same_v<T, double> ? weights : reinterpret_cast<const float*>(scores);
   FloatVec total{};
   for (Index j = 0; j < Width; j += kFloatLanes) {
@@ -250,9 +254,12 @@ inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Positio
 }
 
 /// Scores of one query row against one key tile (n real keys, the rest padding) to softmax
-/// weights, in place: the policy's bias, the mask, the online softmax. The bias is added in float
-/// while the row's running max stays small; otherwise (every visible key far away, so ALiBi biases
-/// in the millions) the row is redone in double, so large positions lose no accuracy.
+/// weights, in place: the policy's bias, the mask, the online softmax. Keys at consecutive
+/// positions take the policy's consecutive hook, which adds the bias less a per-row constant it
+/// returns (ALiBi: the bias of the tile's key nearest the query), so the float row stays small at
+/// any distance; softmax is invariant under the shift. Otherwise the bias is added in float while
+/// the row's running max stays small, and the row is redone in double when it does not (every
+/// visible key far away, ALiBi biases in the millions), so large positions lose no accuracy.
 template <Index Width, class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
                      bool all_visible, bool consecutive, float* row, BiasBuffers& buffers, RowState& state) {
@@ -263,17 +270,16 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
     }
   };
   if constexpr (P::kScoreBias) {
-    float* biased = buffers.single;
-    std::copy(row, row + Width, biased);
     if constexpr (ConsecutiveScoreBias<P>) {
       if (consecutive) {
-        policy.add_bias_row_consecutive(head, q, seq.k_positions[j0], n, biased);
-      } else {
-        policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
+        const double offset = policy.add_bias_row_consecutive(head, q, seq.k_positions[j0], n, row);
+        mask(row, kMinusInfinity);
+        return softmax_tile_row<Width>(row, tile_row_max<Width>(row) + offset, offset, row, state);
       }
-    } else {
-      policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
     }
+    float* biased = buffers.single;
+    std::copy(row, row + Width, biased);
+    policy.add_bias_row(head, q, seq.k_positions + j0, n, biased);
     mask(biased, kMinusInfinity);
     const double tile_max = tile_row_max<Width>(biased);
     const double new_max = std::max(state.max, tile_max);
@@ -282,13 +288,13 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
       std::copy(row, row + Width, precise);
       policy.add_bias_row(head, q, seq.k_positions + j0, n, precise);
       mask(precise, -std::numeric_limits<double>::infinity());
-      return softmax_tile_row<Width>(precise, tile_row_max<Width>(precise), row, state);
+      return softmax_tile_row<Width>(precise, tile_row_max<Width>(precise), 0.0, row, state);
     }
-    return softmax_tile_row<Width>(biased, tile_max, row, state);
+    return softmax_tile_row<Width>(biased, tile_max, 0.0, row, state);
   } else {
     (void)policy, (void)head, (void)buffers, (void)consecutive;
     mask(row, kMinusInfinity);
-    return softmax_tile_row<Width>(row, tile_row_max<Width>(row), row, state);
+    return softmax_tile_row<Width>(row, tile_row_max<Width>(row), 0.0, row, state);
   }
 }
 

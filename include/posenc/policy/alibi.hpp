@@ -4,6 +4,7 @@
 // `build_alibi_tensor`, MPT and ggml with max_bias 8): for H a power of two, m_k = 2^(-8k/H);
 // otherwise the 2^floor(log2 H) geometric slopes followed by every other slope of twice as many.
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <vector>
@@ -51,10 +52,16 @@ class ALiBi : public EncodingBase {
   void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
     kernel::scalar::add_alibi_row(row, slopes_[static_cast<std::size_t>(head)], q_position, k_positions, n);
   }
-  /// Keys at k_first, k_first + 1, ...: a ramp. Float rows: exact while |q - k| < 2^24; attention
-  /// redoes in double any row whose largest score is not small.
-  void add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
-    kernel::add_alibi_ramp(row, slopes_[static_cast<std::size_t>(head)], q_position - k_first, n);
+  /// Keys at k_first, k_first + 1, ...: a ramp relative to the key nearest the query, e. With
+  /// d0 = q - k_first and e = clamp(d0, 0, n - 1), |d0 - j| = |e - j| + |d0 - e| for every j < n,
+  /// so row[j] += -slope |e - j| (small, exact in float) and the constant -slope |d0 - e| (up to
+  /// -2^31 slope) is returned in double for the softmax to subtract.
+  double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    const double slope = slopes_[static_cast<std::size_t>(head)];
+    const Position d0 = q_position - k_first;
+    const Position nearest = std::clamp<Position>(d0, 0, n - 1);
+    kernel::add_alibi_ramp(row, slope, nearest, n);
+    return -slope * static_cast<double>(d0 >= nearest ? d0 - nearest : nearest - d0);
   }
 
  private:

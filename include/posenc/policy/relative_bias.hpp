@@ -37,13 +37,14 @@ class RelativeBias : public EncodingBase {
   // --- score-bias hook ---
   /// Keys at k_first, k_first + 1, ...: the offsets k - q run consecutively, so the row is a
   /// saturated prefix, a contiguous slice of the head's bias by offset, and a saturated suffix.
-  void add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+  /// Returns 0: T5 biases are table values, small at any distance.
+  double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
     if (!by_offset_) {
       for (Index j = 0; j < n; ++j) {
         const Position k = k_first + j;
         add_bias_row(head, q_position, &k, 1, row + j);
       }
-      return;
+      return 0.0;
     }
     const Position reach = buckets_.config().max_distance;
     const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;  // bias[offset], |offset| <= reach
@@ -53,6 +54,7 @@ class RelativeBias : public EncodingBase {
     for (Index j = 0; j < below; ++j) row[j] += bias[-reach];
     for (Index j = below; j < inside; ++j) row[j] += bias[first + j];
     for (Index j = std::max(below, inside); j < n; ++j) row[j] += bias[reach];
+    return 0.0;
   }
 
   void check_heads(Index heads) const {
