@@ -68,16 +68,16 @@ void bench_decode(benchmark::State& state, const P& policy) {
 template <class P>
 void register_causal(const std::string& policy_name, Index length, const P& policy) {
   const std::string name = "attention/causal/" + policy_name + "/L" + std::to_string(length) + "_H1_D128";
-  benchmark::RegisterBenchmark(name.c_str(), bench_causal<P>, length, policy)
+  with_min(benchmark::RegisterBenchmark(name.c_str(), bench_causal<P>, length, policy)
       ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+      ->UseRealTime());
 }
 
 template <class P>
 void register_decode(const std::string& policy_name, const P& policy) {
-  benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
+  with_min(benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
       ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+      ->UseRealTime());
 }
 
 }  // namespace

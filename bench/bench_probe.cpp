@@ -137,15 +137,15 @@ void probe_fma(benchmark::State& state) {
 }  // namespace
 
 void register_probe_benchmarks() {
-  benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update)->UseRealTime();
-  benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime();
+  with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime());
 #if defined(__AVX512F__)
-  benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx512>)->UseRealTime();
-  benchmark::RegisterBenchmark("probe/fma256_peak", probe_fma<Avx2>)->UseRealTime();
+  with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx512>)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/fma256_peak", probe_fma<Avx2>)->UseRealTime());
 #elif defined(__FMA__)
-  benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx2>)->UseRealTime();
+  with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx2>)->UseRealTime());
 #else
-  benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Scalar>)->UseRealTime();
+  with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Scalar>)->UseRealTime());
 #endif
 }
 

@@ -81,9 +81,9 @@ void bench_rope_reference_half(benchmark::State& state) {
 }
 
 void register_rope(const std::string& name, posenc::RopeLayout layout, RopeCall call) {
-  benchmark::RegisterBenchmark((name + "/" + kShape).c_str(), bench_rope, layout, call)
+  with_min(benchmark::RegisterBenchmark((name + "/" + kShape).c_str(), bench_rope, layout, call)
       ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+      ->UseRealTime());
 }
 
 }  // namespace
@@ -94,9 +94,9 @@ void register_rope_benchmarks() {
   register_rope("rope/interleaved", RopeLayout::kInterleaved, rope_cached);
   register_rope("rope_tablefree/half", RopeLayout::kHalf, rope_tablefree_half);
   register_rope("rope_tablefree/interleaved", RopeLayout::kInterleaved, rope_tablefree_interleaved);
-  benchmark::RegisterBenchmark(("rope_reference/half/" + kShape).c_str(), bench_rope_reference_half)
+  with_min(benchmark::RegisterBenchmark(("rope_reference/half/" + kShape).c_str(), bench_rope_reference_half)
       ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+      ->UseRealTime());
 }
 
 }  // namespace posenc_bench

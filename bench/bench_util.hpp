@@ -5,6 +5,7 @@
 // whatever else the filter selects) and built lazily, once per process, on first use: a filter
 // that skips a benchmark never pays for its inputs.
 
+#include <algorithm>
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -98,6 +99,12 @@ inline const AttentionInputs& attention_inputs(Index q_len, Index k_len, Index h
 }
 
 /// Rate counter for a per-iteration count (e.g. FLOPs): shown per second of (real) time.
+/// Adds a "min" aggregate to a benchmark's repetitions: on a shared machine the fastest of
+/// several interleaved repetitions is the steadiest figure for comparing two kernels.
+inline benchmark::internal::Benchmark* with_min(benchmark::internal::Benchmark* b) {
+  return b->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+}
+
 inline benchmark::Counter rate(double per_iteration, const benchmark::State& state) {
   return benchmark::Counter(per_iteration * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }

@@ -4,7 +4,8 @@ each kernel as a ratio to the probe it is bounded by, all from the same run.
 
     build/bin/posenc_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
         --benchmark_format=json --benchmark_out=bench.json --benchmark_out_format=json
-    python3 bench/speed_table.py bench.json
+    python3 bench/speed_table.py bench.json          # ratios of medians
+    python3 bench/speed_table.py bench.json min      # ratios of the fastest repetitions
 """
 import json
 import sys
@@ -29,14 +30,23 @@ ROWS = [
 ]
 
 
-def medians(report):
-    """name -> counters of the median aggregate (or of the single run)."""
-    out = {}
+def medians(report, statistic="median"):
+    """name -> counters of the median aggregate (or of the single run). With statistic "min":
+    the rates of the fastest repetition, i.e. the median's rates scaled by median time / min time
+    (a "min" aggregate of a rate counter would be the slowest repetition's)."""
+    out, fastest = {}, {}
     for b in report["benchmarks"]:
         name = b.get("run_name", b["name"]).replace("/real_time", "")
-        if b.get("aggregate_name", "median") != "median":
-            continue
-        out[name] = b
+        aggregate = b.get("aggregate_name", "median")
+        if aggregate == "median":
+            out[name] = b
+        elif aggregate == "min":
+            fastest[name] = b["real_time"]
+    if statistic == "min":
+        for name, b in out.items():
+            if name in fastest and fastest[name] > 0:
+                speedup = b["real_time"] / fastest[name]
+                out[name] = {k: (v * speedup if k in ("FLOPS", "bytes_per_second") else v) for k, v in b.items()}
     return out
 
 
@@ -46,13 +56,13 @@ def unit(counter, value):
     return f"{value / 1e9:.2f} GB/s"
 
 
-def main(path):
+def main(path, statistic="median"):
     with open(path) as f:
         report = json.load(f)
-    m = medians(report)
+    m = medians(report, statistic)
     ctx = report.get("context", {})
     print(f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
-          f"{ctx.get('posenc_bench_isa', '?')} kernels, 1 thread; medians of the repetitions.\n")
+          f"{ctx.get('posenc_bench_isa', '?')} kernels, 1 thread; {statistic} of the repetitions.\n")
     print("| benchmark | measured | compared with | ratio | target |")
     print("|---|---|---|---|---|")
     for name, bound, counter, target in ROWS:
@@ -67,6 +77,6 @@ def main(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ("median", "min")):
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(*sys.argv[1:])
