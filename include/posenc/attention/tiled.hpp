@@ -7,10 +7,11 @@
 //
 // Two schedules:
 //  * prefill (many queries): per (sequence, kv head) the keys are rotated once and packed into
-//    tiles (K transposed, V padded), then every query head of the group streams its query tiles
-//    over them. Register-blocked micro-kernels: S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
-//  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, each
-//    key tile shared by every query head of its group (GQA without copying K/V).
+//    tiles (K transposed, V padded, both in slabs of the micro-kernel width), then every query head
+//    of the group streams its query tiles over them. Register-blocked micro-kernels:
+//    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
+//  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once in
+//    memory order, each vector shared by every query head of its group (GQA without copying K/V).
 //
 // Threads: work items are (query head, query tile) for prefill and kv heads for decode; the count
 // comes from AttentionOptions::threads, else the POSENC_THREADS environment variable, else 1.
@@ -41,10 +42,9 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Decode streams every kv head of a key block at once, in memory order: a 16-key block of 8 kv
-// heads at d = 128 is 64 KiB of K and 64 KiB of V, so the block in use and the one being
-// prefetched fit in a 512 KiB L2 together (64-key blocks thrashed it: 0.46 of the read probe on
-// Zen 3). A multiple of 2 * kFloatLanes.
+// Decode key tile (a multiple of 2 * kFloatLanes): 32 keys of 8 kv heads at d = 128 are 128 KiB
+// of K and 128 KiB of V, so the tile in use and the K being prefetched fit a 512 KiB L2 (64-key
+// tiles thrashed it on Zen 3; 16 measured the same as 32).
 inline constexpr Index kDecodeKeyTile = 32;
 // Micro-kernel register blocks (rows x vectors of accumulators): 4 x 4 with 32 vector registers
 // (AVX-512), 6 x 2 with 16 (AVX2, SSE): 12 accumulators hide the FMA latency on two pipes, and
@@ -603,9 +603,10 @@ inline void prefetch(const void* begin, std::size_t bytes) {
   for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
 }
 
-/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end): K and V are streamed
-/// once in memory order, tile by tile (the next tile prefetched), each tile shared by every query
-/// head of its group and by the (few) queries.
+/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in 32-key tiles. The
+/// scores read K in memory order (two keys of every kv head in the range at a time), while this
+/// tile's V and the next tile's K are requested; then the online softmax per row and P V per row
+/// block. Each K and V vector serves the query heads of its group and the (few) queries at once.
 template <class P, class Rotation>
 void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
                      Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
@@ -634,6 +635,19 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
+  // Rows in blocks of up to kDecodeRowBlock that share a kv head (a block of one: dot_keys).
+  const auto for_row_blocks = [&](auto&& one_row, auto&& block) {
+    for (Index r = 0; r < rows;) {
+      const Index end = std::min(r + kDecodeRowBlock, (r / rows_per_kv + 1) * rows_per_kv);
+      switch (end - r) {
+        case 1: one_row(r); break;
+        case 2: block(r, std::integral_constant<int, 2>{}); break;
+        case 3: block(r, std::integral_constant<int, 3>{}); break;
+        default: block(r, std::integral_constant<int, kDecodeRowBlock>{}); break;
+      }
+      r = end;
+    }
+  };
   for (Index j0 = 0; j0 < s.k_len; j0 += kTile) {
     const Index n = std::min(kTile, s.k_len - j0);
     const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
@@ -648,19 +662,6 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
         k_stride = kv_count * d;
       }
     }
-    // Rows in blocks of up to kDecodeRowBlock that share a kv head (a block of one: dot_keys).
-    const auto for_row_blocks = [&](auto&& one_row, auto&& block) {
-      for (Index r = 0; r < rows;) {
-        const Index end = std::min(r + kDecodeRowBlock, (r / rows_per_kv + 1) * rows_per_kv);
-        switch (end - r) {
-          case 1: one_row(r); break;
-          case 2: block(r, std::integral_constant<int, 2>{}); break;
-          case 3: block(r, std::integral_constant<int, 3>{}); break;
-          default: block(r, std::integral_constant<int, kDecodeRowBlock>{}); break;
-        }
-        r = end;
-      }
-    };
     // Scores with K in memory order, two keys (all kv heads of the range) at a time, so the
     // hardware prefetcher sees one forward stream; meanwhile this tile's V rows and the next
     // tile's K rows for the same keys are requested, paced with the arithmetic.
@@ -689,8 +690,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       std::fill(row + n, row + kTile, 0.0f);
       correction[static_cast<std::size_t>(r)] =
           weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, all_visible && n == kTile,
-                                consecutive, row,
-                                bias, state[static_cast<std::size_t>(r)]);
+                                consecutive, row, bias, state[static_cast<std::size_t>(r)]);
     }
     for_row_blocks(
         [&](Index r) {
