@@ -168,10 +168,6 @@ struct RowState {
   double sum = 0.0;
 };
 
-/// Turns one tile row of scores (float, or double when a bias was added; masked entries -inf)
-/// into weights exp(score - new max), updates the row's running max and sum, and returns the
-/// factor that rescales the row's earlier output. Scores are shifted by the max in their own
-/// precision, so only small numbers are rounded to float.
 /// max of a tile row (Width values), in vectors.
 template <Index Width, class T>
 double tile_row_max(const T* row) {
@@ -188,8 +184,12 @@ double tile_row_max(const T* row) {
   }
 }
 
-/// `scores` hold logit - offset (offset 0 but for rows biased relative to a per-row constant, see
-/// weigh_tile_row); tile_max is the largest logit itself.
+/// Turns one tile row of scores (float, or double when a bias was added; masked entries -inf)
+/// into weights exp(score - new max), updates the row's running max and sum, and returns the
+/// factor that rescales the row's earlier output. Scores are shifted by the max in their own
+/// precision, so only small numbers are rounded to float. `scores` hold logit - offset (offset 0
+/// but for rows biased relative to a per-row constant, see weigh_tile_row); tile_max is the
+/// largest logit itself.
 template <Index Width, class T>
 float softmax_tile_row(const T* scores, double tile_max, double offset, float* weights,
                        RowState& state) {  // may alias
@@ -248,7 +248,7 @@ struct BiasBuffers {
 /// padding, none in the future): the tile's rows then need no mask.
 inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Position q_min) {
   for (Index j = j0; j < j0 + n; ++j) {
-    if ((seq.causal && seq.k_positions[j] > q_min) || (seq.key_padding != nullptr && seq.key_padding[j] != 0)) return false;
+    if (!seq.visible(q_min, j)) return false;
   }
   return true;
 }
@@ -447,20 +447,6 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
   }
 }
 
-/// <a, b> over d floats.
-POSENC_ALWAYS_INLINE float dot(const float* POSENC_RESTRICT a, const float* POSENC_RESTRICT b, Index d) {
-  FloatVec acc0{}, acc1{};
-  Index c = 0;
-  for (; c + 2 * kFloatLanes <= d; c += 2 * kFloatLanes) {
-    acc0 += simd::load<FloatVec>(a + c) * simd::load<FloatVec>(b + c);
-    acc1 += simd::load<FloatVec>(a + c + kFloatLanes) * simd::load<FloatVec>(b + c + kFloatLanes);
-  }
-  for (; c + kFloatLanes <= d; c += kFloatLanes) acc0 += simd::load<FloatVec>(a + c) * simd::load<FloatVec>(b + c);
-  float sum = reduce_sum(acc0 + acc1);
-  for (; c < d; ++c) sum += a[c] * b[c];
-  return sum;
-}
-
 /// o[c, c + Vectors * lanes) = correction * o + sum_j p[j] v_j[same columns]: accumulators stay
 /// in registers across the keys (independent FMA chains).
 template <int Vectors>
@@ -491,30 +477,7 @@ inline void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float
   }
 }
 
-/// scores[j] = scale * <q, k_j> for j < n, k_j at k + j * stride; four keys at a time so the FMA
-/// chains are independent.
-inline void dot_keys(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
-                     float scale, float* POSENC_RESTRICT scores) {
-  Index j = 0;
-  const Index whole = d / kFloatLanes * kFloatLanes;
-  for (; j + 4 <= n; j += 4) {
-    FloatVec acc[4] = {};
-    for (Index c = 0; c < whole; c += kFloatLanes) {
-      const FloatVec qv = simd::load<FloatVec>(q + c);
-#pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x) acc[x] += qv * simd::load<FloatVec>(k + (j + x) * stride + c);
-    }
-#pragma GCC unroll 4
-    for (int x = 0; x < 4; ++x) {
-      float sum = reduce_sum(acc[x]);
-      for (Index c = whole; c < d; ++c) sum += q[c] * k[(j + x) * stride + c];
-      scores[j + x] = scale * sum;
-    }
-  }
-  for (; j < n; ++j) scores[j] = scale * dot(q, k + j * stride, d);
-}
-
-/// Decode micro-kernels for R (2 .. kDecodeRowBlock) query rows that share a kv head (the query
+/// Decode micro-kernels for R (1 .. kDecodeRowBlock) query rows that share a kv head (the query
 /// heads of a GQA group): each K and V vector is loaded once per block and used by every row, so
 /// the kernels are FMA-bound rather than load-bound (one row per pass loads a vector per FMA).
 inline constexpr int kDecodeRowBlock = 4;
@@ -635,12 +598,13 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
-  // Rows in blocks of up to kDecodeRowBlock that share a kv head (a block of one: dot_keys).
-  const auto for_row_blocks = [&](auto&& one_row, auto&& block) {
+  // Rows in blocks of up to kDecodeRowBlock that share a kv head: block(r, count) with the
+  // block's row count as a compile-time constant.
+  const auto for_row_blocks = [&](auto&& block) {
     for (Index r = 0; r < rows;) {
       const Index end = std::min(r + kDecodeRowBlock, (r / rows_per_kv + 1) * rows_per_kv);
       switch (end - r) {
-        case 1: one_row(r); break;
+        case 1: block(r, std::integral_constant<int, 1>{}); break;
         case 2: block(r, std::integral_constant<int, 2>{}); break;
         case 3: block(r, std::integral_constant<int, 3>{}); break;
         default: block(r, std::integral_constant<int, kDecodeRowBlock>{}); break;
@@ -673,14 +637,10 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
         if (j0 + kTile + i < s.k_len) prefetch(tile_start(k, j0 + kTile) + i * kv_stride, key_bytes);
       }
       const float* keys = k_tile + j * k_stride;
-      for_row_blocks(
-          [&](Index r) {
-            dot_keys(q_rows.data() + r * d, keys + (r / rows_per_kv) * d, k_stride, m, d, scale, scores.data() + r * kTile + j);
-          },
-          [&](Index r, auto count) {
-            dot_keys_rows<count()>(q_rows.data() + r * d, keys + (r / rows_per_kv) * d, k_stride, m, d, scale,
-                                   scores.data() + r * kTile + j, kTile);
-          });
+      for_row_blocks([&](Index r, auto count) {
+        dot_keys_rows<count()>(q_rows.data() + r * d, keys + (r / rows_per_kv) * d, k_stride, m, d, scale,
+                               scores.data() + r * kTile + j, kTile);
+      });
     }
     const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
     const bool all_visible = tile_all_visible(seq, j0, n, q_min);
@@ -692,15 +652,16 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
           weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, all_visible && n == kTile,
                                 consecutive, row, bias, state[static_cast<std::size_t>(r)]);
     }
-    for_row_blocks(
-        [&](Index r) {
-          accumulate_rows(scores.data() + r * kTile, n, v_tile + (r / rows_per_kv) * d, kv_stride, d,
-                          correction[static_cast<std::size_t>(r)], output.data() + r * d);
-        },
-        [&](Index r, auto count) {
-          accumulate_rows_block<count()>(scores.data() + r * kTile, kTile, n, v_tile + (r / rows_per_kv) * d, kv_stride,
-                                         correction.data() + r, output.data() + r * d, d);
-        });
+    for_row_blocks([&](Index r, auto count) {
+      const float* values = v_tile + (r / rows_per_kv) * d;
+      if constexpr (count() == 1) {  // one row: eight accumulators across the columns instead
+        accumulate_rows(scores.data() + r * kTile, n, values, kv_stride, d, correction[static_cast<std::size_t>(r)],
+                        output.data() + r * d);
+      } else {
+        accumulate_rows_block<count()>(scores.data() + r * kTile, kTile, n, values, kv_stride, correction.data() + r,
+                                       output.data() + r * d, d);
+      }
+    });
   }
   for (Index r = 0; r < rows; ++r) {
     float* o = out + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
