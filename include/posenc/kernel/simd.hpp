@@ -44,6 +44,18 @@ POSENC_ALWAYS_INLINE void store(void* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+/// A vector loaded once into a register for reuse: GCC otherwise folds the load into every FMA
+/// that uses it (a memory operand each time), which on a block of R rows issues R loads per vector
+/// and makes the micro-kernel load-bound instead of FMA-bound.
+template <class V>
+POSENC_ALWAYS_INLINE V load_once(const void* p) {
+  V v = load<V>(p);
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__("" : "+x"(v));  // an empty asm that must see v in a register: no refolding
+#endif
+  return v;
+}
+
 namespace detail {
 template <std::size_t... I>
 POSENC_ALWAYS_INLINE FloatVec duplicate_pairs(HalfFloatVec v, std::index_sequence<I...>) {
