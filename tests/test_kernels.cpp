@@ -206,4 +206,37 @@ TEST_CASE("vector exp of non-positive arguments: relative error 5e-7, 0 below -8
   for (int lane = 4; lane < simd::kFloatLanes; ++lane) CHECK(e[lane] == 1.0f);
 }
 
+namespace {
+/// reduce_sums<N> on vectors whose lanes are small integers: every partial sum is exact, so the
+/// result must equal the lane sum exactly whatever order the tree adds in.
+template <int N>
+void check_reduce_sums(std::mt19937& rng) {
+  std::uniform_int_distribution<int> small(-1000, 1000);
+  simd::FloatVec v[N];
+  float want[N];
+  for (int i = 0; i < N; ++i) {
+    want[i] = 0.0f;
+    for (int lane = 0; lane < simd::kFloatLanes; ++lane) {
+      v[i][lane] = static_cast<float>(small(rng));
+      want[i] += v[i][lane];
+    }
+  }
+  float got[N];
+  simd::reduce_sums(v, got);
+  for (int i = 0; i < N; ++i) {
+    INFO("N " << N << ", vector " << i);
+    CHECK(got[i] == want[i]);
+  }
+}
+}  // namespace
+
+TEST_CASE("reduce_sums gives each vector's lane sum in order (the 8-vector tree and the loop)", "[kernels]") {
+  std::mt19937 rng(107);
+  for (int trial = 0; trial < 20; ++trial) {
+    check_reduce_sums<8>(rng);
+    check_reduce_sums<6>(rng);
+    check_reduce_sums<1>(rng);
+  }
+}
+
 #endif  // POSENC_HAS_VECTOR_KERNELS

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <type_traits>
@@ -498,14 +499,16 @@ POSENC_ALWAYS_INLINE void accumulate_columns(const float* POSENC_RESTRICT p, Ind
 inline void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float* POSENC_RESTRICT v, Index stride,
                             Index d, float correction, float* POSENC_RESTRICT o, StreamPrefetcher& ahead) {
   constexpr Index kBlock = 8 * kFloatLanes;
+  StreamPrefetcher cursor = ahead;  // a local copy stays in registers across the loop
   Index c = 0;
-  for (; c + kBlock <= d; c += kBlock) accumulate_columns<8>(p, n, v + c, stride, correction, o + c, ahead);
-  for (; c + kFloatLanes <= d; c += kFloatLanes) accumulate_columns<1>(p, n, v + c, stride, correction, o + c, ahead);
+  for (; c + kBlock <= d; c += kBlock) accumulate_columns<8>(p, n, v + c, stride, correction, o + c, cursor);
+  for (; c + kFloatLanes <= d; c += kFloatLanes) accumulate_columns<1>(p, n, v + c, stride, correction, o + c, cursor);
   for (; c < d; ++c) {
     float acc = o[c] * correction;
     for (Index j = 0; j < n; ++j) acc += p[j] * v[j * stride + c];
     o[c] = acc;
   }
+  ahead = cursor;
 }
 
 /// Decode micro-kernels for R (1 .. kDecodeRowBlock) query rows that share a kv head (the query
@@ -513,49 +516,58 @@ inline void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float
 /// the kernels are FMA-bound rather than load-bound (one row per pass loads a vector per FMA).
 inline constexpr int kDecodeRowBlock = 4;
 
-/// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < n; q rows d apart, k_j at
-/// k + j * stride. Two keys per step: 2R independent FMA chains.
+/// Keys per step of dot_keys_rows for R rows: R x J accumulators give 8 independent FMA chains
+/// (6 for R = 3), enough to cover the FMA latency on two pipes.
 template <int R>
-void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
-                   float scale, float* POSENC_RESTRICT scores, Index score_stride, StreamPrefetcher& ahead) {
+inline constexpr int kDecodeKeysPerStep = R == 3 ? 2 : 8 / R;
+
+/// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < J; q rows d apart, k_j at
+/// k + j * stride. With several rows each key vector is loaded once into a register; with several
+/// keys, each query vector.
+template <int R, int J>
+POSENC_ALWAYS_INLINE void dot_key_block(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride,
+                                        Index d, float scale, float* POSENC_RESTRICT scores, Index score_stride,
+                                        StreamPrefetcher& ahead) {
   const Index whole = d / kFloatLanes * kFloatLanes;
-  const auto finish = [&](int r, Index j, const FloatVec& acc) {
-    float sum = reduce_sum(acc);
-    for (Index c = whole; c < d; ++c) sum += q[r * d + c] * k[j * stride + c];
-    scores[r * score_stride + j] = scale * sum;
-  };
-  Index j = 0;
-  for (; j + 2 <= n; j += 2) {
-    FloatVec acc0[R] = {}, acc1[R] = {};
-    const float* k0 = k + j * stride;
-    const float* k1 = k0 + stride;
-    for (Index c = 0; c < whole; c += kFloatLanes) {
-      ahead.step<2>();
-      const FloatVec a = simd::load_once<FloatVec>(k0 + c);
-      const FloatVec b = simd::load_once<FloatVec>(k1 + c);
+  FloatVec acc[R * J] = {};
+  for (Index c = 0; c < whole; c += kFloatLanes) {
+    ahead.step<J>();
+    FloatVec keys[J];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const FloatVec qv = simd::load<FloatVec>(q + r * d + c);
-        acc0[r] += qv * a;
-        acc1[r] += qv * b;
-      }
+    for (int j = 0; j < J; ++j) {
+      keys[j] = R > 1 ? simd::load_once<FloatVec>(k + j * stride + c) : simd::load<FloatVec>(k + j * stride + c);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      finish(r, j, acc0[r]);
-      finish(r, j + 1, acc1[r]);
+      const FloatVec qv = J > 1 ? simd::load_once<FloatVec>(q + r * d + c) : simd::load<FloatVec>(q + r * d + c);
+#pragma GCC unroll 8
+      for (int j = 0; j < J; ++j) acc[r * J + j] += qv * keys[j];
     }
   }
-  for (; j < n; ++j) {
-    FloatVec acc[R] = {};
-    for (Index c = 0; c < whole; c += kFloatLanes) {
-      const FloatVec a = simd::load<FloatVec>(k + j * stride + c);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r] += simd::load<FloatVec>(q + r * d + c) * a;
+  float sums[R * J];
+  simd::reduce_sums(acc, sums);
+  if (whole < d) {  // a head size that is not a multiple of the vector width
+    for (int i = 0; i < R * J; ++i) {
+      for (Index c = whole; c < d; ++c) sums[i] += q[i / J * d + c] * k[i % J * stride + c];
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) finish(r, j, acc[r]);
   }
+#pragma GCC unroll 8
+  for (int i = 0; i < R * J; ++i) sums[i] *= scale;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) std::memcpy(scores + r * score_stride, sums + r * J, J * sizeof(float));
+}
+
+/// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < n: kDecodeKeysPerStep<R> keys
+/// at a time, then single keys.
+template <int R>
+void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
+                   float scale, float* POSENC_RESTRICT scores, Index score_stride, StreamPrefetcher& ahead) {
+  constexpr int J = kDecodeKeysPerStep<R>;
+  StreamPrefetcher cursor = ahead;  // a local copy stays in registers across the loop
+  Index j = 0;
+  for (; j + J <= n; j += J) dot_key_block<R, J>(q, k + j * stride, stride, d, scale, scores + j, score_stride, cursor);
+  for (; j < n; ++j) dot_key_block<R, 1>(q, k + j * stride, stride, d, scale, scores + j, score_stride, cursor);
+  ahead = cursor;
 }
 
 /// o_r = correction[r] * o_r + sum_{j<n} p_r[j] v_j for r < R over d columns: o rows d apart, p
@@ -564,6 +576,7 @@ template <int R>
 void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index n, const float* POSENC_RESTRICT v,
                            Index stride, const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o, Index d,
                            StreamPrefetcher& ahead) {
+  StreamPrefetcher cursor = ahead;  // a local copy stays in registers across the loop
   Index c = 0;
   for (; c + 2 * kFloatLanes <= d; c += 2 * kFloatLanes) {
     FloatVec acc0[R], acc1[R];
@@ -573,7 +586,7 @@ void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index
       acc1[r] = simd::load<FloatVec>(o + r * d + c + kFloatLanes) * correction[r];
     }
     for (Index j = 0; j < n; ++j) {
-      ahead.step<2>();
+      cursor.step<2>();
       const FloatVec a = simd::load_once<FloatVec>(v + j * stride + c);
       const FloatVec b = simd::load_once<FloatVec>(v + j * stride + c + kFloatLanes);
 #pragma GCC unroll 8
@@ -590,8 +603,9 @@ void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index
     }
   }
   for (int r = 0; r < R; ++r) {
-    if (c < d) accumulate_rows(p + r * p_stride, n, v + c, stride, d - c, correction[r], o + r * d + c, ahead);
+    if (c < d) accumulate_rows(p + r * p_stride, n, v + c, stride, d - c, correction[r], o + r * d + c, cursor);
   }
+  ahead = cursor;
 }
 
 /// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in 32-key tiles. The

@@ -95,6 +95,29 @@ POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
 }
 #endif
+/// sums[i] = the horizontal sum of v[i], i < N. Eight 8-lane vectors (AVX) are reduced together,
+/// transposing as they add (the hadd tree: 7 pair-adds and one cross-half add for all eight
+/// instead of eight separate halvings); otherwise one at a time.
+template <int N>
+POSENC_ALWAYS_INLINE void reduce_sums(const FloatVec (&v)[N], float* sums) {
+#if defined(__AVX__) && !defined(__AVX512F__)
+  if constexpr (N == 8) {
+    // [a0+a1 a2+a3 b0+b1 b2+b3 | a4+a5 a6+a7 b4+b5 b6+b7], as vhaddps does within each 128-bit half
+    const auto pair_add = [](Float8 a, Float8 b) {
+      return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+             __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+    };
+    const Float8 low = pair_add(pair_add(v[0], v[1]), pair_add(v[2], v[3]));   // halves: sums of v0..v3
+    const Float8 high = pair_add(pair_add(v[4], v[5]), pair_add(v[6], v[7]));  // halves: sums of v4..v7
+    store(sums, __builtin_shufflevector(low, high, 0, 1, 2, 3, 8, 9, 10, 11) +
+                    __builtin_shufflevector(low, high, 4, 5, 6, 7, 12, 13, 14, 15));
+    return;
+  }
+#endif
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) sums[i] = reduce_sum(v[i]);
+}
+
 template <class V>
 POSENC_ALWAYS_INLINE V max(V a, V b) {
   return a > b ? a : b;
