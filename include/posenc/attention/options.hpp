@@ -21,6 +21,7 @@ struct AttentionOptions {
   std::optional<double> scale;
   AttentionKernel kernel = AttentionKernel::kTiled;
   /// Threads for the tiled kernel; 0: $POSENC_THREADS if set, else 1 (engines usually own threading).
+  /// An upper bound: a decode step with little K/V to stream (under 2 MiB a thread) uses fewer.
   int threads = 0;
 };
 

@@ -47,6 +47,10 @@ inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the 
 // of K and 128 KiB of V, so the tile in use and the K being prefetched fit a 512 KiB L2 (64-key
 // tiles thrashed it on Zen 3; 16 measured the same as 32).
 inline constexpr Index kDecodeKeyTile = 32;
+// Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
+// is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
+// stream; a 32-key step on two threads ran 3x slower than on one.
+inline constexpr Index kDecodeBytesPerThread = Index{2} << 20;
 // Micro-kernel register blocks (rows x vectors of accumulators): 4 x 4 with 32 vector registers
 // (AVX-512), 6 x 2 with 16 (AVX2, SSE): 12 accumulators hide the FMA latency on two pipes, and
 // 6 broadcasts + 2 loads per 12 FMAs leave the load ports slack. Measured in isolation (score
@@ -454,9 +458,18 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 /// miss buffers and stalls it: decode ran ~1.5x slower on Zen 3.
 class StreamPrefetcher {
  public:
-  void reset(const void* begin, std::size_t bytes) {
-    next_ = static_cast<const char*>(begin);
-    end_ = next_ + bytes;
+  /// The range: `rows` runs of `run_floats` floats, `stride_floats` apart (one run when they
+  /// touch: a thread that streams only some kv heads asks for only those).
+  void reset(const float* first, Index rows, Index run_floats, Index stride_floats) {
+    if (rows > 0 && run_floats == stride_floats) {
+      run_floats *= rows;
+      rows = 1;
+    }
+    runs_left_ = rows;
+    run_bytes_ = static_cast<std::size_t>(run_floats) * sizeof(float);
+    stride_bytes_ = static_cast<std::size_t>(stride_floats) * sizeof(float);
+    run_end_ = reinterpret_cast<const char*>(first) + run_bytes_;
+    next_ = line_start(reinterpret_cast<const char*>(first));
   }
   /// One step that reads `Vectors` vectors of the current stream.
   template <int Vectors>
@@ -464,17 +477,27 @@ class StreamPrefetcher {
     constexpr int kLines = std::max<int>(1, Vectors * kFloatLanes * static_cast<int>(sizeof(float)) / kCacheLine);
 #pragma GCC unroll 4
     for (int i = 0; i < kLines; ++i) {
-      if (next_ < end_) {
-        __builtin_prefetch(next_);
-        next_ += kCacheLine;
+      if (next_ >= run_end_) {
+        if (runs_left_ <= 1) return;
+        --runs_left_;
+        run_end_ += stride_bytes_;
+        next_ = line_start(run_end_ - run_bytes_);
       }
+      __builtin_prefetch(next_);
+      next_ += kCacheLine;
     }
   }
 
  private:
   static constexpr int kCacheLine = 64;
+  static const char* line_start(const char* p) {
+    return p - (reinterpret_cast<std::uintptr_t>(p) & static_cast<std::uintptr_t>(kCacheLine - 1));
+  }
   const char* next_ = nullptr;
-  const char* end_ = nullptr;
+  const char* run_end_ = nullptr;
+  Index runs_left_ = 0;
+  std::size_t run_bytes_ = 0;
+  std::size_t stride_bytes_ = 0;
 };
 
 /// o[c, c + Vectors * lanes) = correction * o + sum_j p[j] v_j[same columns]: accumulators stay
@@ -674,8 +697,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     // tile's K rows for the same keys are requested, paced with the arithmetic.
     // While the scores read this tile's K, this tile's V is requested; while P V reads it, the
     // next tile's K: one cache line per micro-kernel step, in memory order.
-    const std::size_t tile_bytes = static_cast<std::size_t>(n * kv_stride) * sizeof(float);
-    ahead.reset(tile_start(v, j0), tile_bytes);
+    ahead.reset(tile_start(v, j0), n, kv_count * d, kv_stride);
     for_row_blocks([&](Index r, auto count) {
       dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
                              scores.data() + r * kTile, kTile, ahead);
@@ -691,8 +713,8 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
                                 consecutive, row, bias, state[static_cast<std::size_t>(r)]);
     }
     const Index next = j0 + kTile;
-    ahead.reset(tile_start(k, std::min(next, s.k_len)),
-                next < s.k_len ? static_cast<std::size_t>(std::min(kTile, s.k_len - next) * kv_stride) * sizeof(float) : 0);
+    ahead.reset(tile_start(k, std::min(next, s.k_len)), std::clamp<Index>(s.k_len - next, 0, kTile), kv_count * d,
+                kv_stride);
     for_row_blocks([&](Index r, auto count) {
       const float* values = v_tile + (r / rows_per_kv) * d;
       if constexpr (count() == 1) {  // one row: eight accumulators across the columns instead
@@ -741,8 +763,10 @@ void tiled_attention_unchecked(const AttentionShape& s, const float* q, const fl
   if (s.q_len < kDecodeMaxQueries) {
     // Work item: one sequence's kv heads split into `parts` contiguous ranges (one range, streamed
     // in memory order, when single-threaded).
-    const Index parts = std::min<Index>(s.kv_heads, std::max(1, threads));
-    parallel_for(s.batch * parts, threads, [&](Index item, int) {
+    const Index kv_bytes = s.batch * 2 * s.k_len * s.kv_heads * s.head_dim * static_cast<Index>(sizeof(float));
+    const int workers = static_cast<int>(std::clamp<Index>(kv_bytes / kDecodeBytesPerThread, 1, std::max(1, threads)));
+    const Index parts = std::min<Index>(s.kv_heads, workers);
+    parallel_for(s.batch * parts, workers, [&](Index item, int) {
       const Index b = item / parts, part = item % parts;
       decode_kv_heads(s, q, k, v, b, s.kv_heads * part / parts, s.kv_heads * (part + 1) / parts, sequence(b), policy,
                       rotation_ptr, scale, out);
