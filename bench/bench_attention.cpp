@@ -9,6 +9,7 @@
 //                                               decode/rope: a cache of rotated keys (as engines
 //                                               keep it), only the query rotated per step;
 //                                               decode/rope_rerotate: every key rotated each call
+//   decode_mha/none/Lk1024_H32_KV32_D128        the same 32 MiB of K and V without GQA (32 kv heads)
 
 #include <benchmark/benchmark.h>
 
@@ -57,8 +58,8 @@ void bench_causal(benchmark::State& state, Index length, const P& policy) {
 }
 
 template <class P>
-void bench_decode(benchmark::State& state, const P& policy) {
-  const AttentionInputs& in = attention_inputs(1, 4096, 32, 8, kHeadDim);
+void bench_decode(benchmark::State& state, Index k_len, Index kv_heads, const P& policy) {
+  const AttentionInputs& in = attention_inputs(1, k_len, 32, kv_heads, kHeadDim);
   run_attention(state, in, policy);
   state.SetBytesProcessed(in.kv_bytes() * state.iterations());
   const double flops = 4.0 * static_cast<double>(kHeadDim * in.k_len() * in.heads());  // every key visible
@@ -74,8 +75,11 @@ void register_causal(const std::string& policy_name, Index length, const P& poli
 }
 
 template <class P>
-void register_decode(const std::string& policy_name, const P& policy) {
-  with_min(benchmark::RegisterBenchmark(("decode/" + policy_name + "/Lk4096_H32_KV8_D128").c_str(), bench_decode<P>, policy)
+void register_decode(const std::string& policy_name, const P& policy, const std::string& prefix = "decode",
+                     Index k_len = 4096, Index kv_heads = 8) {
+  const std::string name = prefix + "/" + policy_name + "/Lk" + std::to_string(k_len) + "_H32_KV" +
+                           std::to_string(kv_heads) + "_D128";
+  with_min(benchmark::RegisterBenchmark(name.c_str(), bench_decode<P>, k_len, kv_heads, policy)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime());
 }
@@ -97,6 +101,9 @@ void register_attention_benchmarks() {
   register_decode("rope", make_rope().with_cache(4096).for_rotated_key_cache());
   // The same step with every cached key rotated again from the table on each call.
   register_decode("rope_rerotate", make_rope().with_cache(4096));
+  // Multi-head attention without GQA (GPT-2, GPT-J, NeoX, BLOOM, MPT): one query head per kv head,
+  // the same 32 MiB of K and V (1024 keys of 32 kv heads), a quarter of the arithmetic per byte.
+  register_decode("none", posenc::NoPosition{}, "decode_mha", 1024, 32);
 }
 
 }  // namespace posenc_bench

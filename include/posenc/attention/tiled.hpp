@@ -10,8 +10,9 @@
 //    tiles (K transposed, V padded, both in slabs of the micro-kernel width), then every query head
 //    of the group streams its query tiles over them. Register-blocked micro-kernels:
 //    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
-//  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once in
-//    memory order, each vector shared by every query head of its group (GQA without copying K/V).
+//  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, in
+//    32-key tiles requested in memory order a cache line per micro-kernel step ahead of use; each
+//    vector is shared by every query head of its group (GQA without copying K/V).
 //
 // Threads: work items are (query head, query tile) for prefill and kv heads for decode; the count
 // comes from AttentionOptions::threads, else the POSENC_THREADS environment variable, else 1.
@@ -631,10 +632,10 @@ void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index
   ahead = cursor;
 }
 
-/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in 32-key tiles. The
-/// scores read K in memory order (two keys of every kv head in the range at a time), while this
-/// tile's V and the next tile's K are requested; then the online softmax per row and P V per row
-/// block. Each K and V vector serves the query heads of its group and the (few) queries at once.
+/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in 32-key tiles: the
+/// scores of each row block (its query rows stay in L1) against the tile's K, while this tile's V
+/// is requested; the online softmax per row; then P V per row block, while the next tile's K is
+/// requested. Each K and V vector serves the query heads of its group and the (few) queries at once.
 template <class P, class Rotation>
 void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
                      Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
@@ -692,9 +693,6 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
         k_stride = kv_count * d;
       }
     }
-    // Scores with K in memory order, two keys (all kv heads of the range) at a time, so the
-    // hardware prefetcher sees one forward stream; meanwhile this tile's V rows and the next
-    // tile's K rows for the same keys are requested, paced with the arithmetic.
     // While the scores read this tile's K, this tile's V is requested; while P V reads it, the
     // next tile's K: one cache line per micro-kernel step, in memory order.
     ahead.reset(tile_start(v, j0), n, kv_count * d, kv_stride);
