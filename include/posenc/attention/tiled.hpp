@@ -44,13 +44,13 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Decode key tile (a multiple of 2 * kFloatLanes): 32 keys of 8 kv heads at d = 128 are 128 KiB
+// Decode key tile: 32 keys of 8 kv heads at d = 128 are 128 KiB
 // of K and 128 KiB of V, so the tile in use and the K being prefetched fit a 512 KiB L2 (64-key
 // tiles thrashed it on Zen 3; 16 measured the same as 32).
 inline constexpr Index kDecodeKeyTile = 32;
 // Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
 // is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
-// stream; a 32-key step on two threads ran 3x slower than on one.
+// stream; a decode call over 32 cached keys ran 3x slower on two threads than on one.
 inline constexpr Index kDecodeBytesPerThread = Index{2} << 20;
 // Micro-kernel register blocks (rows x vectors of accumulators): 4 x 4 with 32 vector registers
 // (AVX-512), 6 x 2 with 16 (AVX2, SSE): 12 accumulators hide the FMA latency on two pipes, and
@@ -454,29 +454,40 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 }
 
 /// Requests a byte range (the next K or V tile) a little at a time: each micro-kernel step asks for
-/// as many cache lines as it reads itself (at least one), so the requests are spread evenly over
-/// the arithmetic and the memory stream overlaps it. One burst per tile instead fills the core's
-/// miss buffers and stalls it: decode ran ~1.5x slower on Zen 3.
+/// about as many bytes as it reads itself (whole lines, rounded up), so the requests are spread
+/// over the arithmetic and the memory stream overlaps it. (When several row blocks share a kv
+/// head, K is read once per block and the range is requested within the first block's reads.)
+/// One burst per tile instead fills the core's miss buffers and stalls it: decode ran ~1.5x
+/// slower on Zen 3. Addresses are kept as integers: prefetches never fault, and the walk may
+/// start before or end after the arrays it covers by less than a line.
 class StreamPrefetcher {
  public:
   /// The range: `rows` runs of `run_floats` floats, `stride_floats` apart (one run when they
-  /// touch: a thread that streams only some kv heads asks for only those).
+  /// touch: a thread that streams only some kv heads asks for only those). `first` is not
+  /// dereferenced, and not used at all when rows is 0.
   void reset(const float* first, Index rows, Index run_floats, Index stride_floats) {
-    if (rows > 0 && run_floats == stride_floats) {
+    if (rows <= 0) {
+      runs_left_ = 0;
+      next_ = run_end_ = 0;
+      return;
+    }
+    if (run_floats == stride_floats) {
       run_floats *= rows;
       rows = 1;
     }
     runs_left_ = rows;
-    run_bytes_ = static_cast<std::size_t>(run_floats) * sizeof(float);
-    stride_bytes_ = static_cast<std::size_t>(stride_floats) * sizeof(float);
-    run_end_ = reinterpret_cast<const char*>(first) + run_bytes_;
-    next_ = line_start(reinterpret_cast<const char*>(first));
+    run_bytes_ = static_cast<std::uintptr_t>(run_floats) * sizeof(float);
+    stride_bytes_ = static_cast<std::uintptr_t>(stride_floats) * sizeof(float);
+    const auto start = reinterpret_cast<std::uintptr_t>(first);
+    run_end_ = start + run_bytes_;
+    next_ = line_start(start);
   }
   /// One step that reads `Vectors` vectors of the current stream.
   template <int Vectors>
   POSENC_ALWAYS_INLINE void step() {
-    constexpr int kLines = std::max<int>(1, Vectors * kFloatLanes * static_cast<int>(sizeof(float)) / kCacheLine);
-#pragma GCC unroll 4
+    constexpr std::uintptr_t kBytes = Vectors * kFloatLanes * sizeof(float);
+    constexpr int kLines = static_cast<int>((kBytes + kCacheLine - 1) / kCacheLine);
+#pragma GCC unroll 8
     for (int i = 0; i < kLines; ++i) {
       if (next_ >= run_end_) {
         if (runs_left_ <= 1) return;
@@ -484,21 +495,19 @@ class StreamPrefetcher {
         run_end_ += stride_bytes_;
         next_ = line_start(run_end_ - run_bytes_);
       }
-      __builtin_prefetch(next_);
+      __builtin_prefetch(reinterpret_cast<const void*>(next_));
       next_ += kCacheLine;
     }
   }
 
  private:
-  static constexpr int kCacheLine = 64;
-  static const char* line_start(const char* p) {
-    return p - (reinterpret_cast<std::uintptr_t>(p) & static_cast<std::uintptr_t>(kCacheLine - 1));
-  }
-  const char* next_ = nullptr;
-  const char* run_end_ = nullptr;
+  static constexpr std::uintptr_t kCacheLine = 64;
+  static std::uintptr_t line_start(std::uintptr_t address) { return address & ~(kCacheLine - 1); }
+  std::uintptr_t next_ = 0;
+  std::uintptr_t run_end_ = 0;
   Index runs_left_ = 0;
-  std::size_t run_bytes_ = 0;
-  std::size_t stride_bytes_ = 0;
+  std::uintptr_t run_bytes_ = 0;
+  std::uintptr_t stride_bytes_ = 0;
 };
 
 /// o[c, c + Vectors * lanes) = correction * o + sum_j p[j] v_j[same columns]: accumulators stay
@@ -543,7 +552,7 @@ inline constexpr int kDecodeRowBlock = 4;
 /// Keys per step of dot_keys_rows for R rows: R x J accumulators give 8 independent FMA chains
 /// (6 for R = 3), enough to cover the FMA latency on two pipes.
 template <int R>
-inline constexpr int kDecodeKeysPerStep = R == 3 ? 2 : 8 / R;
+inline constexpr int kDecodeKeysPerStep = 8 / R;
 
 /// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < J; q rows d apart, k_j at
 /// k + j * stride. With several rows each key vector is loaded once into a register; with several
@@ -587,7 +596,8 @@ template <int R>
 void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT k, Index stride, Index n, Index d,
                    float scale, float* POSENC_RESTRICT scores, Index score_stride, StreamPrefetcher& ahead) {
   constexpr int J = kDecodeKeysPerStep<R>;
-  StreamPrefetcher cursor = ahead;  // a local copy stays in registers across the loop
+  // A local copy: through the reference the compiler would store and reload the cursor every step.
+  StreamPrefetcher cursor = ahead;
   Index j = 0;
   for (; j + J <= n; j += J) dot_key_block<R, J>(q, k + j * stride, stride, d, scale, scores + j, score_stride, cursor);
   for (; j < n; ++j) dot_key_block<R, 1>(q, k + j * stride, stride, d, scale, scores + j, score_stride, cursor);
@@ -695,14 +705,14 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     }
     // While the scores read this tile's K, this tile's V is requested; while P V reads it, the
     // next tile's K: one cache line per micro-kernel step, in memory order.
-    ahead.reset(tile_start(v, j0), n, kv_count * d, kv_stride);
+    const float* v_tile = tile_start(v, j0);
+    ahead.reset(v_tile, n, kv_count * d, kv_stride);
     for_row_blocks([&](Index r, auto count) {
       dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
                              scores.data() + r * kTile, kTile, ahead);
     });
     const bool consecutive = consecutive_positions(seq.k_positions + j0, n);
     const bool all_visible = tile_all_visible(seq, j0, n, q_min);
-    const float* v_tile = tile_start(v, j0);
     for (Index r = 0; r < rows; ++r) {
       float* row = scores.data() + r * kTile;
       std::fill(row + n, row + kTile, 0.0f);
@@ -711,8 +721,11 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
                                 consecutive, row, bias, state[static_cast<std::size_t>(r)]);
     }
     const Index next = j0 + kTile;
-    ahead.reset(tile_start(k, std::min(next, s.k_len)), std::clamp<Index>(s.k_len - next, 0, kTile), kv_count * d,
-                kv_stride);
+    if (next < s.k_len) {
+      ahead.reset(tile_start(k, next), std::min(kTile, s.k_len - next), kv_count * d, kv_stride);
+    } else {
+      ahead.reset(nullptr, 0, 0, 0);  // the last tile: nothing ahead
+    }
     for_row_blocks([&](Index r, auto count) {
       const float* values = v_tile + (r / rows_per_kv) * d;
       if constexpr (count() == 1) {  // one row: eight accumulators across the columns instead

@@ -50,8 +50,10 @@ POSENC_ALWAYS_INLINE void store(void* p, const V& v) {
 template <class V>
 POSENC_ALWAYS_INLINE V load_once(const void* p) {
   V v = load<V>(p);
-#if defined(__x86_64__) || defined(__i386__)
-  __asm__("" : "+x"(v));  // an empty asm that must see v in a register: no refolding
+#if defined(__AVX512F__)
+  __asm__("" : "+v"(v));  // an empty asm that must see v in a register (any of the 32): no refolding
+#elif defined(__SSE__)
+  __asm__("" : "+x"(v));
 #endif
   return v;
 }
@@ -96,8 +98,8 @@ POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
 }
 #endif
 /// sums[i] = the horizontal sum of v[i], i < N. Eight 8-lane vectors (AVX) are reduced together,
-/// transposing as they add (the hadd tree: 7 pair-adds and one cross-half add for all eight
-/// instead of eight separate halvings); otherwise one at a time.
+/// transposing as they add (the hadd tree: 6 pair-adds and one cross-half add for all eight,
+/// instead of three halvings each); otherwise one at a time.
 template <int N>
 POSENC_ALWAYS_INLINE void reduce_sums(const FloatVec (&v)[N], float* sums) {
 #if defined(__AVX__) && !defined(__AVX512F__)
