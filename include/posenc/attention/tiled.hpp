@@ -44,9 +44,9 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Decode key tile: 32 keys of 8 kv heads at d = 128 are 128 KiB
-// of K and 128 KiB of V, so the tile in use and the K being prefetched fit a 512 KiB L2 (64-key
-// tiles thrashed it on Zen 3; 16 measured the same as 32).
+// Decode key tile: 32 keys of 8 kv heads at d = 128 are 128 KiB of K and 128 KiB of V, so the
+// tile in use and the K being prefetched fit a 512 KiB L2 (64-key tiles thrashed it on Zen 3; 16
+// measured the same as 32).
 inline constexpr Index kDecodeKeyTile = 32;
 // Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
 // is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
@@ -457,8 +457,8 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 /// about as many bytes as it reads itself (whole lines, rounded up), so the requests are spread
 /// over the arithmetic and the memory stream overlaps it. (When several row blocks share a kv
 /// head, K is read once per block and the range is requested within the first block's reads.)
-/// One burst per tile instead fills the core's miss buffers and stalls it: decode ran ~1.5x
-/// slower on Zen 3. Addresses are kept as integers: prefetches never fault, and the walk may
+/// Requests in bursts (a row block's share of the tile at once) fill the core's miss buffers and
+/// stall it: decode ran ~1.5x slower on Zen 3. Addresses are kept as integers: prefetches never fault, and the walk may
 /// start before or end after the arrays it covers by less than a line.
 class StreamPrefetcher {
  public:
