@@ -50,7 +50,7 @@ std::int64_t tensor_bytes(const posenc::Tensor<float, 3>& x) { return static_cas
 
 void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall call) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
-  posenc::Tensor<float, 3> x = input.x;  // rotated in place, iteration after iteration (norms stay put)
+  posenc::Tensor<float, 3> x = huge_page_copy(input.x);  // rotated in place, iteration after iteration (norms stay put)
   const posenc::RoPE rope = make_rope(layout);
   const posenc::RotaryCache cache = rope.cache(kTokens);
   for (auto _ : state) {
@@ -62,7 +62,7 @@ void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall cal
 
 void bench_rope_reference_half(benchmark::State& state) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
-  posenc::Tensor<float, 3> x = input.x;
+  posenc::Tensor<float, 3> x = huge_page_copy(input.x);
   const posenc::RoPE rope = make_rope(posenc::RopeLayout::kHalf);
   const Index pairs = kHeadDim / 2;
   const posenc::RotaryCache cache = rope.cache(kTokens);  // cos/sin table [4096, 64]
