@@ -16,6 +16,7 @@
 
 #include "posenc/concepts.hpp"
 #include "posenc/kernel/dispatch.hpp"
+#include "posenc/kernel/rotary_rows.hpp"
 #include "posenc/policy/rope_scaling.hpp"
 #include "posenc/positions.hpp"
 #include "posenc/tensor.hpp"
@@ -120,8 +121,9 @@ class RoPE : public EncodingBase {
     table.frequencies_ = frequencies;
     table.pairs_ = rotary_dim() / 2;
     table.size_ = size;
-    table.cos_.resize(static_cast<std::size_t>(size * table.pairs_));
-    table.sin_.resize(table.cos_.size());
+    const std::size_t entries = static_cast<std::size_t>(size) * static_cast<std::size_t>(table.pairs_);
+    table.cos_.assign(entries, 0.0f);
+    table.sin_.assign(entries, 0.0f);
     const double max_inv_freq = max_frequency(frequencies);
     for (Position p = 0; p < size; ++p) {
       kernel::rotary_cos_sin(p, frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, table.pairs_,
@@ -175,7 +177,8 @@ class RoPE : public EncodingBase {
   // --- query/key-rotation hook ---
   /// Rotates x [tokens, heads, head_dim] in place, one cos/sin row per token shared by its heads:
   /// read from the attached table when it matches, else computed on the fly (no table needed: a
-  /// 1e6-token context costs no memory).
+  /// 1e6-token context costs no memory; float rows of consecutive positions by the angle-addition
+  /// recurrence of kernel::RotaryRows).
   template <class T>
   void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions,
                         const RotaryFrequencies& frequencies) const {
@@ -190,19 +193,26 @@ class RoPE : public EncodingBase {
     }
     std::vector<T> cos_row(static_cast<std::size_t>(pairs));
     std::vector<T> sin_row(static_cast<std::size_t>(pairs));
-    rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
-      if constexpr (std::is_same_v<T, float>) {
+    if constexpr (std::is_same_v<T, float>) {
+      kernel::RotaryRows rows(frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, pairs);
+      rotate_rows(x, tokens, heads, [&](Index t, const float*& cos, const float*& sin) {
         if (table != nullptr && positions[t] < table->size()) {
           cos = table->cos_row(positions[t]);
           sin = table->sin_row(positions[t]);
           return;
         }
-      }
-      kernel::rotary_cos_sin(positions[t], frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor,
-                             pairs, cos_row.data(), sin_row.data());
-      cos = cos_row.data();
-      sin = sin_row.data();
-    });
+        rows.row(positions[t], cos_row.data(), sin_row.data());
+        cos = cos_row.data();
+        sin = sin_row.data();
+      });
+    } else {  // double: the reference path computes every row directly
+      rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
+        kernel::rotary_cos_sin(positions[t], frequencies.inv_freq.data(), max_inv_freq,
+                               frequencies.attention_factor, pairs, cos_row.data(), sin_row.data());
+        cos = cos_row.data();
+        sin = sin_row.data();
+      });
+    }
   }
 
  private:

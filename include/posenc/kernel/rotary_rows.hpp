@@ -1,0 +1,141 @@
+#pragma once
+// RoPE cos/sin rows without a table, one position after another (FORMAT.md: cos and sin of
+// position * inv_freq[i] in double, times the attention factor, stored as float).
+//
+// A direct row costs a double sin and cos per pair: for 64 pairs about as many instructions as
+// rotating the 32 heads of a token, and in-place RoPE is memory-bound, so the row is pure
+// overhead. Positions of a sequence mostly advance by one, and angle(p + 1) = angle(p) + inv_freq,
+// so the next row follows from the last by the angle-addition formulas,
+//   cos(a + f) = cos a cos f - sin a sin f,   sin(a + f) = sin a cos f + cos a sin f,
+// four double multiply-adds per pair. Each step adds a few double roundings (~2e-16) to the
+// result, so a row is computed directly again every kStepsPerAnchor steps and after every jump:
+// the drift stays below ~1e-14, far under a float's 6e-8.
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "posenc/config.hpp"
+#include "posenc/kernel/scalar.hpp"
+#include "posenc/kernel/simd.hpp"
+
+namespace posenc::kernel {
+
+class RotaryRows {
+ public:
+  /// The longest run of rows stepped from one directly computed row.
+  static constexpr Index kStepsPerAnchor = 32;
+
+  /// inv_freq: `pairs` frequencies, borrowed (must outlive this object); max_inv_freq: their
+  /// maximum, which bounds the angles (the vector sincos reduces angles up to 2^32 exactly).
+  RotaryRows(const double* inv_freq, double max_inv_freq, double attention_factor, Index pairs)
+      : inv_freq_(inv_freq),
+        max_inv_freq_(max_inv_freq),
+        attention_factor_(attention_factor),
+        pairs_(pairs),
+        state_(static_cast<std::size_t>(4 * pairs)) {
+    double* step_cos = state_.data() + 2 * pairs;
+    double* step_sin = state_.data() + 3 * pairs;
+    for (Index i = 0; i < pairs; ++i) {
+      step_cos[i] = std::cos(inv_freq[i]);
+      step_sin[i] = std::sin(inv_freq[i]);
+    }
+  }
+
+  /// Writes the row of `position`: cos[i], sin[i] (times the attention factor) for i < pairs.
+  void row(Position position, float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
+    if (has_row_ && position == previous_ + 1 && steps_ < kStepsPerAnchor) {
+      step(cos, sin);
+      ++steps_;
+    } else {
+      anchor(position, cos, sin);
+      steps_ = 0;
+    }
+    has_row_ = true;
+    previous_ = position;
+  }
+
+ private:
+  // cos and sin of position * inv_freq, in double, kept as the state the next steps start from.
+  void anchor(Position position, float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
+    double* state_cos = state_.data();
+    double* state_sin = state_.data() + pairs_;
+    const double p = static_cast<double>(position);
+    Index i = 0;
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+    if (p * max_inv_freq_ <= simd::kSinCosMaxAngle) {
+      using simd::DoubleVec;
+      for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
+        DoubleVec s, c;
+        simd::sincos(simd::load<DoubleVec>(inv_freq_ + i) * p, s, c);
+        simd::store(state_cos + i, c);
+        simd::store(state_sin + i, s);
+      }
+    }
+#endif
+    for (; i < pairs_; ++i) {
+      const double angle = p * inv_freq_[i];
+      state_cos[i] = std::cos(angle);
+      state_sin[i] = std::sin(angle);
+    }
+    write(cos, sin);
+  }
+
+  // The state advanced by one position.
+  void step(float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
+    double* POSENC_RESTRICT state_cos = state_.data();
+    double* POSENC_RESTRICT state_sin = state_.data() + pairs_;
+    const double* POSENC_RESTRICT step_cos = state_.data() + 2 * pairs_;
+    const double* POSENC_RESTRICT step_sin = state_.data() + 3 * pairs_;
+    Index i = 0;
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+    using simd::DoubleVec;
+    using simd::load;
+    for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
+      const DoubleVec c = load<DoubleVec>(state_cos + i);
+      const DoubleVec s = load<DoubleVec>(state_sin + i);
+      const DoubleVec fc = load<DoubleVec>(step_cos + i);
+      const DoubleVec fs = load<DoubleVec>(step_sin + i);
+      simd::store(state_cos + i, c * fc - s * fs);
+      simd::store(state_sin + i, s * fc + c * fs);
+    }
+#endif
+    for (; i < pairs_; ++i) {
+      const double c = state_cos[i];
+      const double s = state_sin[i];
+      state_cos[i] = c * step_cos[i] - s * step_sin[i];
+      state_sin[i] = s * step_cos[i] + c * step_sin[i];
+    }
+    write(cos, sin);
+  }
+
+  // The state times the attention factor, rounded to float.
+  void write(float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) const {
+    const double* POSENC_RESTRICT state_cos = state_.data();
+    const double* POSENC_RESTRICT state_sin = state_.data() + pairs_;
+    Index i = 0;
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+    using simd::DoubleVec;
+    using simd::HalfFloatVec;
+    for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
+      simd::store(cos + i, __builtin_convertvector(simd::load<DoubleVec>(state_cos + i) * attention_factor_, HalfFloatVec));
+      simd::store(sin + i, __builtin_convertvector(simd::load<DoubleVec>(state_sin + i) * attention_factor_, HalfFloatVec));
+    }
+#endif
+    for (; i < pairs_; ++i) {
+      cos[i] = static_cast<float>(attention_factor_ * state_cos[i]);
+      sin[i] = static_cast<float>(attention_factor_ * state_sin[i]);
+    }
+  }
+
+  const double* inv_freq_;
+  double max_inv_freq_;
+  double attention_factor_;
+  Index pairs_;
+  std::vector<double> state_;  // [cos | sin | cos(inv_freq) | sin(inv_freq)], `pairs` each
+  bool has_row_ = false;
+  Position previous_ = 0;
+  Index steps_ = 0;
+};
+
+}  // namespace posenc::kernel
