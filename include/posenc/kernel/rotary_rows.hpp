@@ -29,25 +29,19 @@ class RotaryRows {
   /// inv_freq: `pairs` frequencies, borrowed (must outlive this object); max_inv_freq: their
   /// maximum, which bounds the angles (the vector sincos reduces angles up to 2^32 exactly).
   RotaryRows(const double* inv_freq, double max_inv_freq, double attention_factor, Index pairs)
-      : inv_freq_(inv_freq),
-        max_inv_freq_(max_inv_freq),
-        attention_factor_(attention_factor),
-        pairs_(pairs),
-        state_(static_cast<std::size_t>(4 * pairs)) {
-    double* step_cos = state_.data() + 2 * pairs;
-    double* step_sin = state_.data() + 3 * pairs;
-    for (Index i = 0; i < pairs; ++i) {
-      step_cos[i] = std::cos(inv_freq[i]);
-      step_sin[i] = std::sin(inv_freq[i]);
-    }
-  }
+      : inv_freq_(inv_freq), max_inv_freq_(max_inv_freq), attention_factor_(attention_factor), pairs_(pairs) {}
 
   /// Writes the row of `position`: cos[i], sin[i] (times the attention factor) for i < pairs.
+  /// The state is allocated, and the step's cos/sin of inv_freq computed, on first need: a call
+  /// whose rows all come from a table allocates nothing, one that rotates a single token computes
+  /// no step (decode rotates its query rows one at a time).
   void row(Position position, float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
     if (has_row_ && position == previous_ + 1 && steps_ < kStepsPerAnchor) {
+      if (!has_step_) prepare_step();
       step(cos, sin);
       ++steps_;
     } else {
+      if (state_.empty()) state_.resize(static_cast<std::size_t>(4 * pairs_));
       anchor(position, cos, sin);
       steps_ = 0;
     }
@@ -79,6 +73,16 @@ class RotaryRows {
       state_sin[i] = std::sin(angle);
     }
     write(cos, sin);
+  }
+
+  void prepare_step() {
+    double* step_cos = state_.data() + 2 * pairs_;
+    double* step_sin = state_.data() + 3 * pairs_;
+    for (Index i = 0; i < pairs_; ++i) {
+      step_cos[i] = std::cos(inv_freq_[i]);
+      step_sin[i] = std::sin(inv_freq_[i]);
+    }
+    has_step_ = true;
   }
 
   // The state advanced by one position.
@@ -134,6 +138,7 @@ class RotaryRows {
   Index pairs_;
   std::vector<double> state_;  // [cos | sin | cos(inv_freq) | sin(inv_freq)], `pairs` each
   bool has_row_ = false;
+  bool has_step_ = false;
   Position previous_ = 0;
   Index steps_ = 0;
 };
