@@ -126,9 +126,7 @@ void require_shape(const TensorRef<T, Rank>& t, const char* name, const std::typ
   bool ok = true;
   for (int i = 0; i < Rank; ++i) ok = ok && (want[i] < 0 || t.dim(i) == want[i]);
   if (ok) return;  // the message allocates: built only on failure (an attention call checks 3 to 5 shapes)
-  std::array<Index, Rank> shown{};
-  for (int i = 0; i < Rank; ++i) shown[i] = want[i];
-  throw ShapeMismatch(concat(name, " must have shape ", layout, " = ", shape_string(shown.data(), Rank),
+  throw ShapeMismatch(concat(name, " must have shape ", layout, " = ", shape_string(want.data(), Rank),
                              " (-1: any), got ", shape_string(t)));
 }
 

@@ -68,7 +68,7 @@ void rotary_cos_sin(Position position, const double* inv_freq, double max_inv_fr
                     Index pairs, T* cos, T* sin) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   if constexpr (kVectorized<T>) {
-    if (static_cast<double>(position) * max_inv_freq <= simd::kSinCosMaxAngle) {
+    if (simd::sincos_exact_up_to(static_cast<double>(position) * max_inv_freq)) {
       return simd::rotary_cos_sin(position, inv_freq, attention_factor, pairs, cos, sin);
     }
   }

@@ -288,6 +288,8 @@ inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position di
 
 /// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).
 inline constexpr double kSinCosMaxAngle = 4294967296.0;  // 2^32
+/// Whether sincos() may take angles up to `max_angle` (else libm's cos/sin must).
+POSENC_ALWAYS_INLINE bool sincos_exact_up_to(double max_angle) { return max_angle <= kSinCosMaxAngle; }
 
 /// sin and cos of double angles 0 <= |x| <= kSinCosMaxAngle, error ~1e-11 (float outputs need
 /// 6e-8). Cody-Waite reduction by pi/2 split in three 21-bit parts and a tail, so k * part is exact

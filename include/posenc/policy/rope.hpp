@@ -121,6 +121,8 @@ class RoPE : public EncodingBase {
     table.frequencies_ = frequencies;
     table.pairs_ = rotary_dim() / 2;
     table.size_ = size;
+    // size_t factors and assign(): with resize(size * pairs) in Index, GCC 12 warns
+    // (-Wstringop-overflow, an error under -Werror) that the count may be negative.
     const std::size_t entries = static_cast<std::size_t>(size) * static_cast<std::size_t>(table.pairs_);
     table.cos_.assign(entries, 0.0f);
     table.sin_.assign(entries, 0.0f);
@@ -193,6 +195,10 @@ class RoPE : public EncodingBase {
     }
     std::vector<T> cos_row(static_cast<std::size_t>(pairs));
     std::vector<T> sin_row(static_cast<std::size_t>(pairs));
+    const auto direct_row = [&](Position p) {
+      kernel::rotary_cos_sin(p, frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, pairs,
+                             cos_row.data(), sin_row.data());
+    };
     if constexpr (std::is_same_v<T, float>) {
       kernel::RotaryRows rows(frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, pairs);
       rotate_rows(x, tokens, heads, [&](Index t, const float*& cos, const float*& sin) {
@@ -201,14 +207,17 @@ class RoPE : public EncodingBase {
           sin = table->sin_row(positions[t]);
           return;
         }
-        rows.row(positions[t], cos_row.data(), sin_row.data());
+        if (tokens == 1) {
+          direct_row(positions[t]);  // nothing to step to (a decode query row): no generator state
+        } else {
+          rows.row(positions[t], cos_row.data(), sin_row.data());
+        }
         cos = cos_row.data();
         sin = sin_row.data();
       });
     } else {  // double: the reference path computes every row directly
       rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
-        kernel::rotary_cos_sin(positions[t], frequencies.inv_freq.data(), max_inv_freq,
-                               frequencies.attention_factor, pairs, cos_row.data(), sin_row.data());
+        direct_row(positions[t]);
         cos = cos_row.data();
         sin = sin_row.data();
       });
