@@ -8,8 +8,8 @@
 // Every large buffer (inputs, the probes' arrays, the tensors RoPE rotates in place) is backed by
 // transparent huge pages where Linux offers them (madvise mode included). With 4 KiB pages, the
 // same in-place probe ran up to 35 % slower on one 64 MiB buffer than on another allocated in the
-// same process, persistently (TLB misses under the VM's nested paging, which the host's backing
-// decides): a kernel read against a probe on a different buffer measured its buffer's luck. With
+// same process, persistently (most likely TLB misses under the VM's nested paging, not measured
+// directly): a kernel read against a probe on a different buffer measured its buffer's luck. With
 // huge pages the spread between buffers fell under 5 %.
 
 #include <algorithm>

@@ -458,8 +458,8 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 /// over the arithmetic and the memory stream overlaps it. (When several row blocks share a kv
 /// head, K is read once per block and the range is requested within the first block's reads.)
 /// Requests in bursts (a row block's share of the tile at once) fill the core's miss buffers and
-/// stall it: decode ran ~1.5x slower on Zen 3. Addresses are kept as integers: prefetches never fault, and the walk may
-/// start before or end after the arrays it covers by less than a line.
+/// stall it: decode ran ~1.5x slower on Zen 3. Addresses are kept as integers: prefetches never
+/// fault, and the walk may start before or end after the arrays it covers by less than a line.
 class StreamPrefetcher {
  public:
   /// The range: `rows` runs of `run_floats` floats, `stride_floats` apart (one run when they
