@@ -27,7 +27,8 @@ TEST_CASE("RoPE rejects bad head_dim, rotary_dim and base", "[errors][rope]") {
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "rotary_dim", make_rope(8, 5, RopeLayout::kHalf));
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "got 5", make_rope(8, 5, RopeLayout::kHalf));  // names the value
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "rotary_dim",
-                               make_rope(5, 0, RopeLayout::kHalf));  // default = odd head
+                               make_rope(5, std::nullopt, RopeLayout::kHalf));  // default = odd head
+  POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "got 0", make_rope(8, 0, RopeLayout::kHalf));  // 0 is not "all"
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "rotary_dim", make_rope(8, 10, RopeLayout::kInterleaved));
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "rotary_dim", make_rope(8, -2, RopeLayout::kHalf));
   POSENC_REQUIRE_THROWS_NAMING(std::invalid_argument, "rotary_dim", make_rope(1, 1, RopeLayout::kHalf));

@@ -244,7 +244,10 @@ TEST_CASE("RelativeBuckets and RelativeBias reject bad configs and tables", "[t5
 
 TEST_CASE("RelativeBias agrees with the bucket rule for small and huge max_distance", "[t5]") {
   // Small max_distance: the bias is a gather over clamped offsets; huge: a bucket search per key.
-  for (const Position md : {Position{11}, Position{100}, Position{65536}, Position{65537}, Position{5000000}}) {
+  // Beyond 2^31-1 the last log bins start past every distance two positions can have.
+  for (const Position md : {Position{11}, Position{100}, Position{65536}, Position{65537}, Position{5000000},
+                            posenc::kMaxPosition + 1, posenc::kMaxPosition + 7, Position{1} << 40,
+                            std::numeric_limits<Position>::max()}) {
     for (const bool bidirectional : {true, false}) {
       INFO("max_distance " << md << ", bidirectional " << bidirectional);
       const Index nb = 20, heads = 2;

@@ -264,7 +264,7 @@ inline std::vector<std::pair<std::string, posenc::RopeScaling>> all_scalings(Ind
   return out;
 }
 
-inline posenc::RoPE make_rope(Index head_dim, Index rotary_dim, posenc::RopeLayout layout,
+inline posenc::RoPE make_rope(Index head_dim, std::optional<Index> rotary_dim, posenc::RopeLayout layout,
                               posenc::RopeScaling scaling = posenc::RopeScaling::none(), double base = 10000.0) {
   posenc::RopeConfig config;
   config.head_dim = head_dim;

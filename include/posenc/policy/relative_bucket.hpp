@@ -36,16 +36,17 @@ class BigNatural {
  public:
   explicit BigNatural(std::uint32_t value) : limbs_{value} {}
 
-  void multiply(std::uint32_t factor) {
-    std::uint64_t carry = 0;
+  void multiply(std::uint64_t factor) {
+    __extension__ using Wide = unsigned __int128;  // a limb times a 64-bit factor plus carry: < 2^97
+    Wide carry = 0;
     for (std::uint32_t& limb : limbs_) {
-      const std::uint64_t product = static_cast<std::uint64_t>(limb) * factor + carry;
+      const Wide product = Wide{limb} * factor + carry;
       limb = static_cast<std::uint32_t>(product);
       carry = product >> 32;
     }
-    if (carry != 0) limbs_.push_back(static_cast<std::uint32_t>(carry));
+    for (; carry != 0; carry >>= 32) limbs_.push_back(static_cast<std::uint32_t>(carry));
   }
-  void multiply_power(std::uint32_t factor, Index exponent) {
+  void multiply_power(std::uint64_t factor, Index exponent) {
     for (Index i = 0; i < exponent; ++i) multiply(factor);
   }
   friend bool operator>=(const BigNatural& a, const BigNatural& b) {
@@ -68,11 +69,14 @@ class RelativeBuckets {
     detail::require<InvalidParameter>(max_exact_ >= 1, "num_buckets = ", config.num_buckets,
                                       " leaves no exact bucket (needs num_buckets >= ", config.bidirectional ? 4 : 2,
                                       ")");
-    detail::require<InvalidParameter>(config.max_distance > max_exact_ && config.max_distance <= kMaxPosition,
-                                      "max_distance must exceed the exact buckets (", max_exact_, ") and be <= 2^31-1, got ",
-                                      config.max_distance);
+    detail::require<InvalidParameter>(config.max_distance > max_exact_, "max_distance must exceed the exact buckets (",
+                                      max_exact_, "), got ", config.max_distance);
     const Index log_buckets = per_direction - max_exact_;
-    for (Index k = 1; k < log_buckets; ++k) thresholds_.push_back(first_distance_of(k, log_buckets));
+    // With max_distance beyond kMaxPosition the last log bins start past every distance two
+    // positions can have: they get no threshold.
+    for (Index k = 1; k < log_buckets && reaches(k, log_buckets, kMaxPosition); ++k) {
+      thresholds_.push_back(first_distance_of(k, log_buckets));
+    }
   }
 
   const RelativeBucketConfig& config() const { return config_; }
@@ -113,18 +117,20 @@ class RelativeBuckets {
     if (lhs - rhs > margin) return true;
     if (rhs - lhs > margin) return false;
     detail::BigNatural left(1), right(1);  // too close for logs: decide exactly
-    left.multiply_power(static_cast<std::uint32_t>(n), e);
-    right.multiply_power(static_cast<std::uint32_t>(config_.max_distance), k);
-    right.multiply_power(static_cast<std::uint32_t>(max_exact_), e - k);
+    left.multiply_power(static_cast<std::uint64_t>(n), e);
+    right.multiply_power(static_cast<std::uint64_t>(config_.max_distance), k);
+    right.multiply_power(static_cast<std::uint64_t>(max_exact_), e - k);
     return left >= right;
   }
 
-  // Smallest n >= max_exact with log bin >= k (k < e, so n <= max_distance).
+  // Smallest n >= max_exact with log bin >= k (k < e, so n <= max_distance); the caller has
+  // checked that n <= kMaxPosition.
   Position first_distance_of(Index k, Index e) const {
     const long double me = static_cast<long double>(max_exact_);
     const long double md = static_cast<long double>(config_.max_distance);
     const long double estimate = std::ceil(me * std::pow(md / me, static_cast<long double>(k) / static_cast<long double>(e)));
-    auto n = std::clamp(static_cast<Position>(estimate), static_cast<Position>(max_exact_), config_.max_distance);
+    auto n = std::clamp(static_cast<Position>(estimate), static_cast<Position>(max_exact_),
+                        std::min(config_.max_distance, kMaxPosition));
     while (n > max_exact_ && reaches(k, e, n - 1)) --n;
     while (!reaches(k, e, n)) ++n;
     return n;

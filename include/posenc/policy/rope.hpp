@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <span>
 #include <string_view>
@@ -54,7 +55,7 @@ class RotaryCache {
 
 struct RopeConfig {
   Index head_dim = 0;
-  Index rotary_dim = 0;  ///< 0: the whole head (rotary_dim = head_dim)
+  std::optional<Index> rotary_dim = std::nullopt;  ///< unset: the whole head (rotary_dim = head_dim)
   double base = 10000.0;
   RopeLayout layout = RopeLayout::kHalf;
   RopeScaling scaling = RopeScaling::none();
@@ -66,9 +67,9 @@ class RoPE : public EncodingBase {
   using Rotation = RotaryFrequencies;
 
   explicit RoPE(RopeConfig config) : config_(std::move(config)) {
-    if (config_.rotary_dim == 0) config_.rotary_dim = config_.head_dim;
     const Index d = config_.head_dim;
-    const Index r = config_.rotary_dim;
+    const Index r = config_.rotary_dim.value_or(d);
+    config_.rotary_dim = r;
     detail::require<InvalidParameter>(d >= 1, "head_dim must be >= 1, got ", d);
     detail::require<InvalidParameter>(r >= 2 && r % 2 == 0 && r <= d,
                                       "rotary_dim must be even with 2 <= rotary_dim <= head_dim = ", d, ", got ", r);
@@ -79,12 +80,12 @@ class RoPE : public EncodingBase {
 
   const RopeConfig& config() const { return config_; }
   Index head_dim() const { return config_.head_dim; }
-  Index rotary_dim() const { return config_.rotary_dim; }
+  Index rotary_dim() const { return *config_.rotary_dim; }
   RopeLayout layout() const { return config_.layout; }
 
   /// Frequencies for a call whose largest position is seq_len - 1 (HF dynamic_rope_update).
   RotaryFrequencies rotation(Position seq_len) const {
-    return detail::rotary_frequencies(config_.scaling, config_.base, config_.rotary_dim, seq_len);
+    return detail::rotary_frequencies(config_.scaling, config_.base, rotary_dim(), seq_len);
   }
 
   /// Rotates x [tokens, heads, head_dim] in place; seq_len = max(positions) + 1.

@@ -27,7 +27,7 @@ enum class RopeScalingType {
 
 /// "none" | "linear" | "ntk" | "dynamic" | "yarn" | "llama3" | "longrope".
 inline RopeScalingType parse_rope_scaling_type(std::string_view name) {
-  if (name == "none" || name == "default") return RopeScalingType::kNone;
+  if (name == "none") return RopeScalingType::kNone;
   if (name == "linear") return RopeScalingType::kLinear;
   if (name == "ntk") return RopeScalingType::kNtk;
   if (name == "dynamic") return RopeScalingType::kDynamic;
