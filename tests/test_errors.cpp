@@ -45,6 +45,8 @@ TEST_CASE("RoPE rejects bad head_dim, rotary_dim and base", "[errors][rope]") {
   CHECK(posenc::parse_rope_layout("half") == RopeLayout::kHalf);
   CHECK(posenc::parse_rope_layout("interleaved") == RopeLayout::kInterleaved);
   POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "type", posenc::parse_rope_scaling_type("cubic"));
+  // HF spells no scaling "default"; FORMAT.md lists only "none" (and an unknown type is invalid_param)
+  POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "default", posenc::parse_rope_scaling_type("default"));
   CHECK(posenc::parse_rope_scaling_type("yarn") == posenc::RopeScalingType::kYarn);
 }
 
