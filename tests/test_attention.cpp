@@ -518,12 +518,14 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
   std::mt19937 rng(54);
   // Query counts around the decode switch (8) and the 64-row tiles, key counts around the 64-key
   // tiles, head dims that are not whole vectors. Decode row blocks of 1, 2, 3 and 4 rows per kv
-  // head (queries x group) with key counts that leave a remainder of the 32-key tile and of the
-  // keys taken per step; one row per kv head (multi-head decode) over column blocks of every width.
+  // head (queries x group) with key counts that leave a remainder of the decode key tile and of
+  // the keys taken per step; one row per kv head (multi-head decode) over column blocks of every
+  // width. Decode key tiles of 32 keys (small K rows), 16 (8 x 96 floats per key) and 8 (6 x 700).
   const std::vector<Shape> shapes = {{1, 64, 2, 1, 3},   {7, 65, 4, 2, 8},   {8, 63, 3, 3, 17},  {63, 64, 2, 2, 16},
                                      {64, 129, 4, 1, 5}, {65, 65, 2, 1, 12}, {130, 70, 2, 2, 4}, {9, 200, 6, 2, 33},
                                      {70, 1, 2, 1, 1},   {16, 70, 2, 1, 128}, {1, 37, 3, 1, 13}, {3, 37, 3, 3, 20},
-                                     {1, 70, 8, 1, 128}, {1, 33, 2, 2, 24},  {2, 45, 6, 2, 11},  {1, 45, 2, 2, 131}};
+                                     {1, 70, 8, 1, 128}, {1, 33, 2, 2, 24},  {2, 45, 6, 2, 11},  {1, 45, 2, 2, 131},
+                                     {1, 45, 8, 8, 96},  {2, 29, 12, 6, 700}};
   for (const Shape& s : shapes) {
     const FTensor<3> q = random_tensor<3>(rng, {s.lq, s.heads, s.d}, -2.0f, 2.0f);
     const FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d}, -2.0f, 2.0f);

@@ -44,10 +44,13 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Decode key tile: 32 keys of 8 kv heads at d = 128 are 128 KiB of K and 128 KiB of V, so the
-// tile in use and the K being prefetched fit a 512 KiB L2 (64-key tiles thrashed it on Zen 3; 16
-// measured the same as 32).
-inline constexpr Index kDecodeKeyTile = 32;
+// Decode key tiles hold about this many bytes of K (and as many of V) across the kv heads a call
+// streams: 16 keys of 8 kv heads at d = 128, 8 keys of 32. The tile in use and the tile being
+// prefetched then stay in a 512 KiB L2 with room to spare; tiles of 128 KiB or more lost 10-40 %
+// to L2 evictions on Zen 3 (bench/ decode and decode_mha, keys per tile 8/16/24/32 alternated).
+inline constexpr Index kDecodeTileBytes = Index{64} << 10;
+// Keys per decode tile: a compile-time width (score rows and softmax are vectorised over it).
+inline constexpr Index kDecodeKeyTiles[] = {8, 16, 32};
 // Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
 // is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
 // stream; a decode call over 32 cached keys ran 3x slower on two threads than on one.
@@ -642,11 +645,11 @@ void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index
   ahead = cursor;
 }
 
-/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in 32-key tiles: the
+/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in KeyTile-key tiles: the
 /// scores of each row block (its query rows stay in L1) against the tile's K, while this tile's V
 /// is requested; the online softmax per row; then P V per row block, while the next tile's K is
 /// requested. Each K and V vector serves the query heads of its group and the (few) queries at once.
-template <class P, class Rotation>
+template <Index KeyTile, class P, class Rotation>
 void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
                      Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
                      float* out) {
@@ -658,7 +661,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const auto query_of = [&](Index r) { return (r % rows_per_kv) / group; };
   const auto head_of = [&](Index r) { return (kv_begin + r / rows_per_kv) * group + r % group; };
   std::vector<float> q_rows(static_cast<std::size_t>(rows * d)), output(static_cast<std::size_t>(rows * d), 0.0f);
-  constexpr Index kTile = kDecodeKeyTile;
+  constexpr Index kTile = KeyTile;
   std::vector<float> scores(static_cast<std::size_t>(rows * kTile));
   std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kTile * kv_count * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
@@ -742,6 +745,22 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     const double sum = state[static_cast<std::size_t>(r)].sum;
     const float inverse = sum > 0.0 ? static_cast<float>(1.0 / sum) : 0.0f;
     for (Index c = 0; c < d; ++c) o[c] = output[static_cast<std::size_t>(r * d + c)] * inverse;
+  }
+}
+
+/// decode_kv_heads with the key tile of about kDecodeTileBytes for these kv heads.
+template <class P, class Rotation>
+void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
+                     Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
+                     float* out) {
+  const Index key_bytes = (kv_end - kv_begin) * s.head_dim * static_cast<Index>(sizeof(float));
+  const Index keys = kDecodeTileBytes / key_bytes;
+  if (keys >= kDecodeKeyTiles[2]) {
+    decode_kv_heads<kDecodeKeyTiles[2]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+  } else if (keys >= kDecodeKeyTiles[1]) {
+    decode_kv_heads<kDecodeKeyTiles[1]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+  } else {
+    decode_kv_heads<kDecodeKeyTiles[0]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
   }
 }
 
