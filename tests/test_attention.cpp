@@ -722,6 +722,34 @@ TEST_CASE("the thread count may come from POSENC_THREADS", "[attention][tiled]")
   CHECK(max_abs_diff(one, fallback) == 0.0);
 }
 
+TEST_CASE("buffers kept between calls carry nothing from one call to the next", "[attention][tiled]") {
+  // The prefill buffers of the calling thread are reused: a large call (more keys, wider heads,
+  // padded keys, three threads) and then a smaller one must give the smaller call's fresh result.
+  std::mt19937 rng(60);
+  const auto run = [&](const Shape& s, int threads, bool padded) {
+    const FTensor<3> q = random_tensor<3>(rng, {s.lq, s.heads, s.d});
+    const FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
+    const FTensor<3> v = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
+    const std::vector<Position> p = iota_positions(s.lk);
+    const std::vector<std::uint8_t> padding = padded ? random_padding(rng, s.lk, 0.3) : std::vector<std::uint8_t>{};
+    const auto options = attention_options(true, std::nullopt, posenc::AttentionKernel::kTiled, threads);
+    return posenc::attention(q, k, v, p, p, posenc::ALiBi(s.heads), options,
+                             padded ? posenc::KeyPaddingRef(padding) : posenc::KeyPaddingRef{});
+  };
+  const Shape large{200, 200, 4, 2, 40}, small{70, 70, 2, 1, 12};
+  posenc::release_attention_buffers();
+  rng.seed(61);
+  const FTensor<3> fresh = run(small, 1, false);
+  rng.seed(62);
+  (void)run(large, 3, true);
+  rng.seed(61);
+  const FTensor<3> reused = run(small, 1, false);
+  CHECK(max_abs_diff(fresh, reused) == 0.0);
+  posenc::release_attention_buffers();
+  rng.seed(61);
+  CHECK(max_abs_diff(fresh, run(small, 1, false)) == 0.0);
+}
+
 TEST_CASE("score biases over a consecutive KV cache at large offsets match the naive attention", "[attention]") {
   std::mt19937 rng(60);
   const Index heads = 4, d = 8, lk = 150;

@@ -35,6 +35,14 @@ void attention_into(const AttentionShape& shape, const float* q, const float* k,
   detail::reference_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
 }
 
+/// Frees the buffers the calling thread keeps between attention calls: the packed K and V of the
+/// prefill schedule (2 * k_len * head_dim floats of its largest call) and its per-worker tiles.
+inline void release_attention_buffers() {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  detail::thread_prefill_buffers() = {};
+#endif
+}
+
 namespace detail {
 
 /// Sizes of q, k, v (rank 3, or rank 4 with a leading batch dim), checked against each other.
