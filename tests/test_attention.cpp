@@ -724,12 +724,17 @@ TEST_CASE("the thread count may come from POSENC_THREADS", "[attention][tiled]")
 
 TEST_CASE("buffers kept between calls carry nothing from one call to the next", "[attention][tiled]") {
   // The prefill buffers of the calling thread are reused: a large call (more keys, wider heads,
-  // padded keys, three threads) and then a smaller one must give the smaller call's fresh result.
+  // padded keys, three threads, infinite K and V) and then a smaller one must give the smaller
+  // call's fresh result (a stale infinity in a padded slot would turn 0 * v into NaN).
   std::mt19937 rng(60);
   const auto run = [&](const Shape& s, int threads, bool padded) {
     const FTensor<3> q = random_tensor<3>(rng, {s.lq, s.heads, s.d});
-    const FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
-    const FTensor<3> v = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
+    FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
+    FTensor<3> v = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d});
+    if (padded) {
+      k.setConstant(std::numeric_limits<float>::infinity());
+      v.setConstant(std::numeric_limits<float>::infinity());
+    }
     const std::vector<Position> p = iota_positions(s.lk);
     const std::vector<std::uint8_t> padding = padded ? random_padding(rng, s.lk, 0.3) : std::vector<std::uint8_t>{};
     const auto options = attention_options(true, std::nullopt, posenc::AttentionKernel::kTiled, threads);

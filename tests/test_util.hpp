@@ -84,12 +84,16 @@ void check_close(const A& got, const B& want, double abs, double rel = 0.0) {
   }
 }
 
-/// Largest |a - b| over all elements.
+/// Largest |a - b| over all elements; infinity where a NaN meets anything (std::max would drop it).
 template <class A, class B>
 double max_abs_diff(const A& a, const B& b) {
   double m = 0.0;
   for (Index i = 0; i < static_cast<Index>(a.size()); ++i) {
-    m = std::max(m, std::fabs(static_cast<double>(a.data()[i]) - static_cast<double>(b.data()[i])));
+    const double x = static_cast<double>(a.data()[i]), y = static_cast<double>(b.data()[i]);
+    if (x == y) continue;  // also equal infinities
+    const double diff = std::fabs(x - y);
+    if (std::isnan(diff)) return std::numeric_limits<double>::infinity();  // a NaN on either side: no match
+    m = std::max(m, diff);
   }
   return m;
 }

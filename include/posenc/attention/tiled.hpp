@@ -336,26 +336,32 @@ template <class P, class Rotation>
 void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b, Index kv_head,
                const SequenceView& seq, const P& policy, const Rotation* rotation, PackedKeys& packed) {
   const Index d = s.head_dim;
+  const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   packed.tiles = (s.k_len + kKeyTile - 1) / kKeyTile;
   packed.width = round_up(d, kFloatLanes);
-  packed.kt.assign(static_cast<std::size_t>(packed.tiles * d * kKeyTile), 0.0f);
-  packed.v.assign(static_cast<std::size_t>(packed.tiles * kKeyTile * packed.width), 0.0f);
+  // Not zero-filled: every tile is written below, and only its padding (keys past k_len, columns
+  // past d) is zeroed.
+  packed.kt.resize(static_cast<std::size_t>(packed.tiles * d * kKeyTile));
+  packed.v.resize(static_cast<std::size_t>(packed.tiles * kKeyTile * packed.width));
   packed.min_position.assign(static_cast<std::size_t>(packed.tiles), std::numeric_limits<Position>::max());
   packed.max_position.assign(static_cast<std::size_t>(packed.tiles), -1);
   packed.has_padding.assign(static_cast<std::size_t>(packed.tiles), 0);
   packed.consecutive.assign(static_cast<std::size_t>(packed.tiles), 0);
-  std::vector<float> rows(static_cast<std::size_t>(kKeyTile * d));
+  std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kKeyTile * d) : 0);
   for (Index t = 0; t < packed.tiles; ++t) {
     const Index j0 = t * kKeyTile;
     const Index n = std::min(kKeyTile, s.k_len - j0);
+    const float* k_tile = k + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
+    const float* v_tile = v + ((b * s.k_len + j0) * s.kv_heads + kv_head) * d;
+    float* kt = packed.kt.data() + t * d * kKeyTile;
+    float* v_packed = packed.v.data() + t * kKeyTile * packed.width;
+    if (n < kKeyTile) std::fill(kt, kt + d * kKeyTile, 0.0f);
+    if (n < kKeyTile || packed.width != d) std::fill(v_packed, v_packed + kKeyTile * packed.width, 0.0f);
     for (Index j = 0; j < n; ++j) {
-      const float* k_row = k + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
-      const float* v_row = v + ((b * s.k_len + j0 + j) * s.kv_heads + kv_head) * d;
-      std::copy(k_row, k_row + d, rows.data() + j * d);
-      float* v_tile = packed.v.data() + t * kKeyTile * packed.width;
+      const float* v_row = v_tile + j * kv_stride;
       for (Index c0 = 0; c0 < d; c0 += kOutputSlab) {
         const Index slab_width = std::min(kOutputSlab, packed.width - c0);
-        std::copy(v_row + c0, v_row + std::min(d, c0 + slab_width), v_tile + c0 * kKeyTile + j * slab_width);
+        std::copy(v_row + c0, v_row + std::min(d, c0 + slab_width), v_packed + c0 * kKeyTile + j * slab_width);
       }
       const Position p = seq.k_positions[j0 + j];
       packed.min_position[static_cast<std::size_t>(t)] = std::min(packed.min_position[static_cast<std::size_t>(t)], p);
@@ -363,13 +369,19 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
       if (seq.key_padding != nullptr && seq.key_padding[j0 + j] != 0) packed.has_padding[static_cast<std::size_t>(t)] = 1;
     }
     packed.consecutive[static_cast<std::size_t>(t)] = consecutive_positions(seq.k_positions + j0, n);
+    const float* k_rows = k_tile;  // key j of the tile at k_rows + j * k_row_stride
+    Index k_row_stride = kv_stride;
     if constexpr (P::kQKRotation) {
-      if (rotates_keys(policy)) policy.rotate_unchecked(rows.data(), n, 1, seq.k_positions + j0, *rotation);
+      if (rotates_keys(policy)) {
+        for (Index j = 0; j < n; ++j) std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + d, rotated.data() + j * d);
+        policy.rotate_unchecked(rotated.data(), n, 1, seq.k_positions + j0, *rotation);
+        k_rows = rotated.data();
+        k_row_stride = d;
+      }
     }
-    float* kt = packed.kt.data() + t * d * kKeyTile;
     for (Index j = 0; j < n; ++j) {
       float* slab = kt + (j / kScoreSlab) * d * kScoreSlab + j % kScoreSlab;
-      for (Index c = 0; c < d; ++c) slab[c * kScoreSlab] = rows[static_cast<std::size_t>(j * d + c)];
+      for (Index c = 0; c < d; ++c) slab[c * kScoreSlab] = k_rows[j * k_row_stride + c];
     }
   }
 }
