@@ -124,6 +124,42 @@ TEST_CASE("T5 buckets equal an exact integer evaluation of the floor over many c
   CHECK(configs > 600);
 }
 
+TEST_CASE("T5 buckets are exact at every bin boundary when max_distance passes 2^31-1", "[t5]") {
+  // The library keeps thresholds only up to kMaxPosition and decides larger distances directly.
+  // Each bin's first distance is found by bisection on the exact reference (buckets grow with
+  // the distance); the library must agree one below, at and one above it, on both sides.
+  constexpr Position kLargest = std::numeric_limits<Position>::max();
+  Index boundaries = 0;
+  for (const Position md : {posenc::kMaxPosition - 3, posenc::kMaxPosition, posenc::kMaxPosition + 1, Position{1} << 32,
+                            Position{1} << 40, Position{1000000000000}, Position{1} << 62, kLargest}) {
+    for (const Index nb : {Index{4}, Index{9}, Index{16}, Index{32}}) {
+      for (const bool bidirectional : {true, false}) {
+        const RelativeBuckets lib = make_buckets(nb, md, bidirectional);
+        const RefT5Buckets ref(nb, md, bidirectional);
+        const Index per_direction = bidirectional ? nb / 2 : nb;
+        const Position me = per_direction / 2;
+        for (Index bin = me + 1; bin < per_direction; ++bin) {
+          Position lo = me, hi = kLargest;  // ref.bucket(-lo) < bin <= ref.bucket(-hi)
+          if (ref.bucket(-hi) < bin) break;
+          while (hi - lo > 1) {
+            const Position mid = lo + (hi - lo) / 2;
+            (ref.bucket(-mid) >= bin ? hi : lo) = mid;
+          }
+          ++boundaries;
+          for (const Position n : {hi - 1, hi, hi == kLargest ? hi : hi + 1}) {
+            INFO("max_distance " << md << ", num_buckets " << nb << ", bidirectional " << bidirectional << ", n " << n);
+            CHECK(lib.bucket(-n) == ref.bucket(-n));
+            CHECK(lib.bucket(n) == ref.bucket(n));
+          }
+        }
+        // -INT64_MIN does not exist: the distance saturates (no bin starts past INT64_MAX).
+        CHECK(lib.bucket(std::numeric_limits<Position>::min()) == lib.bucket(-kLargest));
+      }
+    }
+  }
+  CHECK(boundaries > 300);
+}
+
 TEST_CASE("T5 buckets agree with HF's log line on the standard configs", "[t5]") {
   for (const auto& [nb, md] : {std::pair<Index, Position>{32, 128}, {64, 256}, {16, 64}, {32, 256}}) {
     for (const bool bidirectional : {true, false}) {

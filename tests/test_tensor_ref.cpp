@@ -112,5 +112,5 @@ TEST_CASE("the public API accepts every binding and gives the same result", "[te
   rope.apply(posenc::TensorMap<float, 3>(buffer.data(), l, heads, d), p);
   const FTensor<3> rotated = rope.rotate(q, p);
   for (Index i = 0; i < q.size(); ++i) CHECK(buffer[static_cast<std::size_t>(i)] == rotated.data()[i]);
-  CHECK(max_abs_diff(rotated, q) > 1e-3);
+  CHECK(finite_max_abs_diff(rotated, q) > 1e-3);
 }

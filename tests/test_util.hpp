@@ -84,9 +84,11 @@ void check_close(const A& got, const B& want, double abs, double rel = 0.0) {
   }
 }
 
-/// Largest |a - b| over all elements; infinity where a NaN meets anything (std::max would drop it).
+/// Largest |a - b| over all elements; infinity where a NaN meets anything (std::max would drop it)
+/// or the sizes differ.
 template <class A, class B>
 double max_abs_diff(const A& a, const B& b) {
+  if (static_cast<Index>(a.size()) != static_cast<Index>(b.size())) return std::numeric_limits<double>::infinity();
   double m = 0.0;
   for (Index i = 0; i < static_cast<Index>(a.size()); ++i) {
     const double x = static_cast<double>(a.data()[i]), y = static_cast<double>(b.data()[i]);
@@ -96,6 +98,19 @@ double max_abs_diff(const A& a, const B& b) {
     m = std::max(m, diff);
   }
   return m;
+}
+
+/// max_abs_diff when every value of a and b is finite, else -1: for checks that two results
+/// differ, where a NaN or an infinity must not pass as "different".
+template <class A, class B>
+double finite_max_abs_diff(const A& a, const B& b) {
+  for (Index i = 0; i < static_cast<Index>(a.size()); ++i) {
+    if (!std::isfinite(static_cast<double>(a.data()[i]))) return -1.0;
+  }
+  for (Index i = 0; i < static_cast<Index>(b.size()); ++i) {
+    if (!std::isfinite(static_cast<double>(b.data()[i]))) return -1.0;
+  }
+  return max_abs_diff(a, b);
 }
 
 /// Evaluates the expression once; requires that it throws `Type` (caught as such) with a message
@@ -310,17 +325,21 @@ class Decimal {
       v /= kBase;
     } while (v != 0);
   }
-  Decimal& operator*=(std::uint64_t f) {  // f < 2^32: limb * f + carry < 10^9 * 2^32 + 2^32 < 2^64
-    std::uint64_t carry = 0;
-    for (auto& limb : limbs_) {
-      const std::uint64_t p = static_cast<std::uint64_t>(limb) * f + carry;
-      limb = static_cast<std::uint32_t>(p % kBase);
-      carry = p / kBase;
+  Decimal& operator*=(std::uint64_t f) {
+    // Schoolbook over the base-10^9 digits of f (at most 3): limb * digit + partial + carry
+    // < 10^18 + 10^9 + 10^9 + 2 < 2^64.
+    std::vector<std::uint32_t> product(limbs_.size() + 3, 0);
+    for (std::size_t i = 0; f != 0; ++i, f /= kBase) {
+      const std::uint64_t digit = f % kBase;
+      std::uint64_t carry = 0;
+      for (std::size_t j = 0; j < limbs_.size() || carry != 0; ++j) {
+        const std::uint64_t p = (j < limbs_.size() ? limbs_[j] * digit : 0) + product[i + j] + carry;
+        product[i + j] = static_cast<std::uint32_t>(p % kBase);
+        carry = p / kBase;
+      }
     }
-    while (carry != 0) {
-      limbs_.push_back(static_cast<std::uint32_t>(carry % kBase));
-      carry /= kBase;
-    }
+    while (product.size() > 1 && product.back() == 0) product.pop_back();
+    limbs_ = std::move(product);
     return *this;
   }
   friend int compare(const Decimal& a, const Decimal& b) {

@@ -48,12 +48,15 @@ inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
 // Decode key tiles hold about this many bytes of K (and as many of V) across the kv heads a call
-// streams: 16 keys of 8 kv heads at d = 128, 8 keys of 32. The tile in use and the tile being
-// prefetched then stay in a 512 KiB L2 with room to spare; tiles of 128 KiB or more lost 10-40 %
-// to L2 evictions on Zen 3 (bench/ decode and decode_mha, keys per tile 8/16/24/32 alternated).
+// streams: 16 keys of 8 kv heads at d = 128. The tile in use and the tile being prefetched then
+// stay in a 512 KiB L2 with room to spare; with 32-key tiles (128 KiB) GQA decode lost ~10 % on
+// Zen 3, and multi-head decode (32 kv heads) ran 0.61-0.76 of read bandwidth with 16-key tiles
+// (256 KiB) against 0.70-0.98 with 8 (bench/ decode and decode_mha, tile sizes alternated).
 inline constexpr Index kDecodeTileBytes = Index{64} << 10;
-// Keys per decode tile: a compile-time width (score rows and softmax are vectorised over it).
-inline constexpr Index kDecodeKeyTiles[] = {8, 16, 32};
+// Keys per decode tile: compile-time widths, as the score rows and the softmax are vectorised over
+// them; never narrower than one vector (8 floats on AVX2, 16 on AVX-512), so a tile may hold more
+// than kDecodeTileBytes when a key is wide (32 kv heads at d = 128: 8 keys, 128 KiB).
+inline constexpr Index kDecodeKeyTiles[] = {std::max<Index>(8, kFloatLanes), 16, 32};
 // Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
 // is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
 // stream; a decode call over 32 cached keys ran 3x slower on two threads than on one.
@@ -183,6 +186,7 @@ struct RowState {
 /// max of a tile row (Width values), in vectors.
 template <Index Width, class T>
 double tile_row_max(const T* row) {
+  static_assert(Width % kFloatLanes == 0, "tile rows are whole vectors");
   using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
   constexpr Index lanes = sizeof(Vec) / sizeof(T);
   Vec m = simd::load<Vec>(row);
@@ -205,6 +209,7 @@ double tile_row_max(const T* row) {
 template <Index Width, class T>
 float softmax_tile_row(const T* scores, double tile_max, double offset, float* weights,
                        RowState& state) {  // may alias
+  static_assert(Width % kFloatLanes == 0, "tile rows are whole vectors");
   using Vec = std::conditional_t<std::is_same_v<T, float>, FloatVec, simd::DoubleVec>;
   constexpr Index lanes = sizeof(Vec) / sizeof(T);
   const double new_max = std::max(state.max, tile_max);
@@ -339,8 +344,9 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   packed.tiles = (s.k_len + kKeyTile - 1) / kKeyTile;
   packed.width = round_up(d, kFloatLanes);
-  // Not zero-filled: every tile is written below, and only its padding (keys past k_len, columns
-  // past d) is zeroed.
+  // Not zero-filled here: each tile is written below, and zeroed first only where it has padding
+  // (keys past k_len, columns past d). Padded V must be 0 (its weights are 0, and 0 * a stale
+  // infinity is NaN); padded K only meets masked scores, zeroed all the same.
   packed.kt.resize(static_cast<std::size_t>(packed.tiles * d * kKeyTile));
   packed.v.resize(static_cast<std::size_t>(packed.tiles * kKeyTile * packed.width));
   packed.min_position.assign(static_cast<std::size_t>(packed.tiles), std::numeric_limits<Position>::max());
@@ -840,12 +846,12 @@ void tiled_attention_unchecked(const AttentionShape& s, const float* q, const fl
   PackedKeys& keys = buffers.keys;
   std::vector<QueryTileScratch>& scratch = buffers.workers;
   const auto workers = static_cast<std::size_t>(std::max(threads, 1));
-  if (scratch.size() < workers) scratch.resize(workers);
+  if (scratch.size() < workers) scratch.resize(workers);  // an earlier call's extra workers stay unused
   for (Index b = 0; b < s.batch; ++b) {
     const SequenceView seq = sequence(b);
     for (Index g = 0; g < s.kv_heads; ++g) {
       pack_keys(s, k, v, b, g, seq, policy, rotation_ptr, keys);
-      for (auto& worker : scratch) worker.size_for(s.head_dim, keys.width);
+      for (std::size_t w = 0; w < workers; ++w) scratch[w].size_for(s.head_dim, keys.width);
       // Largest query tiles first: under causal masking the last tiles see the most keys.
       parallel_for(group * query_tiles, threads, [&](Index item, int worker) {
         const Index head = g * group + item % group;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "posenc/config.hpp"
@@ -37,14 +38,16 @@ class BigNatural {
   explicit BigNatural(std::uint32_t value) : limbs_{value} {}
 
   void multiply(std::uint64_t factor) {
-    __extension__ using Wide = unsigned __int128;  // a limb times a 64-bit factor plus carry: < 2^97
-    Wide carry = 0;
-    for (std::uint32_t& limb : limbs_) {
-      const Wide product = Wide{limb} * factor + carry;
-      limb = static_cast<std::uint32_t>(product);
-      carry = product >> 32;
+    const auto low = static_cast<std::uint32_t>(factor);
+    const auto high = static_cast<std::uint32_t>(factor >> 32);
+    if (high == 0) {
+      multiply_limb(low);
+      return;
     }
-    for (; carry != 0; carry >>= 32) limbs_.push_back(static_cast<std::uint32_t>(carry));
+    BigNatural upper = *this;  // this * factor = this * low + (this * high) * 2^32
+    upper.multiply_limb(high);
+    multiply_limb(low);
+    add_shifted_limb(upper);
   }
   void multiply_power(std::uint64_t factor, Index exponent) {
     for (Index i = 0; i < exponent; ++i) multiply(factor);
@@ -55,6 +58,32 @@ class BigNatural {
   }
 
  private:
+  void multiply_limb(std::uint32_t factor) {
+    std::uint64_t carry = 0;
+    for (std::uint32_t& limb : limbs_) {
+      const std::uint64_t product = static_cast<std::uint64_t>(limb) * factor + carry;  // < 2^64
+      limb = static_cast<std::uint32_t>(product);
+      carry = product >> 32;
+    }
+    if (carry != 0) limbs_.push_back(static_cast<std::uint32_t>(carry));
+    trim();
+  }
+  // this += other * 2^32
+  void add_shifted_limb(const BigNatural& other) {
+    if (limbs_.size() < other.limbs_.size() + 1) limbs_.resize(other.limbs_.size() + 1, 0);
+    std::uint64_t carry = 0;
+    for (std::size_t i = 0; i < other.limbs_.size() || carry != 0; ++i) {
+      if (i + 1 == limbs_.size()) limbs_.push_back(0);
+      const std::uint64_t sum = std::uint64_t{limbs_[i + 1]} + (i < other.limbs_.size() ? other.limbs_[i] : 0) + carry;
+      limbs_[i + 1] = static_cast<std::uint32_t>(sum);
+      carry = sum >> 32;
+    }
+    trim();
+  }
+  void trim() {
+    while (limbs_.size() > 1 && limbs_.back() == 0) limbs_.pop_back();
+  }
+
   std::vector<std::uint32_t> limbs_;  // least significant first, no leading zero limb beyond the first
 };
 
@@ -92,18 +121,26 @@ class RelativeBuckets {
     return out;
   }
 
-  /// Bucket of rel = key_position - query_position.
+  /// Bucket of rel = key_position - query_position. Any value: positions differ by at most
+  /// kMaxPosition, but a caller may ask about larger distances directly.
   Index bucket(Position relative) const {
+    // |relative|, saturated (-INT64_MIN overflows; no threshold lies beyond INT64_MAX)
+    const Position magnitude = relative == std::numeric_limits<Position>::min() ? std::numeric_limits<Position>::max()
+                               : relative < 0                                 ? -relative
+                                                                              : relative;
     Index offset = 0;
     Position n = 0;
     if (config_.bidirectional) {
       if (relative > 0) offset = config_.num_buckets / 2;
-      n = relative < 0 ? -relative : relative;
+      n = magnitude;
     } else {
-      n = relative < 0 ? -relative : 0;
+      n = relative < 0 ? magnitude : 0;
     }
     if (n < max_exact_) return offset + n;
-    const auto log_bin = std::upper_bound(thresholds_.begin(), thresholds_.end(), n) - thresholds_.begin();
+    auto log_bin = static_cast<Index>(std::upper_bound(thresholds_.begin(), thresholds_.end(), n) - thresholds_.begin());
+    // Bins that start past kMaxPosition have no threshold (see the constructor): decided directly.
+    const Index log_buckets = (config_.bidirectional ? config_.num_buckets / 2 : config_.num_buckets) - max_exact_;
+    while (n > kMaxPosition && log_bin + 1 < log_buckets && reaches(log_bin + 1, log_buckets, n)) ++log_bin;
     return offset + max_exact_ + log_bin;
   }
 

@@ -72,7 +72,8 @@ class RoPE : public EncodingBase {
     config_.rotary_dim = r;
     detail::require<InvalidParameter>(d >= 1, "head_dim must be >= 1, got ", d);
     detail::require<InvalidParameter>(r >= 2 && r % 2 == 0 && r <= d,
-                                      "rotary_dim must be even with 2 <= rotary_dim <= head_dim = ", d, ", got ", r);
+                                      "rotary_dim must be even with 2 <= rotary_dim <= head_dim = ", d, ", got ", r,
+                                      " (leave it unset for the whole head)");
     detail::require<InvalidParameter>(config_.base > 1.0 && std::isfinite(config_.base), "base must be > 1, got ",
                                       config_.base);
     detail::validate_rope_scaling(config_.scaling, r);
