@@ -159,8 +159,10 @@ TEST_CASE("attention is equivariant under permuting tokens together with their p
   const std::vector<Position> kp = {0, 2, 5, 6, 9, 11, 14};
   const std::vector<Index> q_perm = {2, 4, 0, 3, 1};
   const std::vector<Index> k_perm = {6, 3, 0, 5, 1, 2, 4};
-  for (const auto& [causal, kernel] : {std::pair{false, kKernels[0]}, std::pair{true, kKernels[0]},
-                                       std::pair{false, kKernels[1]}, std::pair{true, kKernels[1]}}) {
+  for (const auto& setting : {std::pair{false, kKernels[0]}, std::pair{true, kKernels[0]},
+                              std::pair{false, kKernels[1]}, std::pair{true, kKernels[1]}}) {
+    const bool causal = setting.first;  // named copies: clang before 16 cannot capture a structured binding
+    const auto kernel = setting.second;
     for_each_policy(heads, d, [&](const auto& policy, const RefEncoding& ref) {
       INFO("kernel " << kernel_name(kernel) << ", policy " << ref.name << ", causal " << causal);
       const auto options = attention_options(causal, std::nullopt, kernel);
