@@ -259,8 +259,7 @@ POSENC_ALWAYS_INLINE FloatVec exp_nonpositive(FloatVec x) {
   const FloatVec clamped = underflow ? FloatVec{} - 87.0f : x;
   const FloatVec n = (clamped * kLog2e + kRoundMagic) - kRoundMagic;
   const FloatVec r = (clamped - n * kLn2High) - n * kLn2Low;
-  FloatVec p = 1.9875691500e-4f + r * 0.0f;
-  p = p * r + 1.3981999507e-3f;
+  FloatVec p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
