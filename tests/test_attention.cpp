@@ -759,28 +759,34 @@ TEST_CASE("buffers kept between calls carry nothing from one call to the next", 
 
 TEST_CASE("score biases over a consecutive KV cache at large offsets match the naive attention", "[attention]") {
   std::mt19937 rng(60);
-  const Index heads = 4, d = 8, lk = 150;
-  const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
-  const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
-  const T5Setup t5 = t5_setup(heads, false);
-  // Keys at consecutive positions (the usual cache), queries at, inside and far past them:
-  // distances beyond 2^24 cannot be represented exactly in float.
-  for (const Position k_first : {Position{0}, Position{9999900}, posenc::kMaxPosition - lk + 1}) {
-    const std::vector<Position> kp = iota_positions(lk, k_first);
-    for (const std::vector<Position>& qp :
-         {std::vector<Position>{k_first + lk - 1}, std::vector<Position>{k_first + 3, k_first + 70, k_first + 149},
-          std::vector<Position>{posenc::kMaxPosition}, iota_positions(12, k_first + 100)}) {
-      const FTensor<3> q = random_tensor<3>(rng, {static_cast<Index>(qp.size()), heads, d});
-      for (const auto kernel : kKernels) {
-        for (const bool causal : {false, true}) {
-          INFO("kernel " << kernel_name(kernel) << ", k_first " << k_first << ", first query " << qp[0] << ", causal "
-                         << causal);
-          const auto options = attention_options(causal, std::nullopt, kernel);
-          const double scale = 1.0 / std::sqrt(8.0);
-          check_close(posenc::attention(q, k, v, qp, kp, posenc::ALiBi(heads), options),
-                      reference_attention(ref_alibi(heads), q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
-          check_close(posenc::attention(q, k, v, qp, kp, posenc::RelativeBias(t5.config, t5.table), options),
-                      reference_attention(ref_t5(t5.config, t5.table), q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+  const Index d = 8, lk = 150;
+  // 16 heads: ALiBi slopes up to 2^-0.5, so a tile's bias spans ~90 (prefill adds a whole tile's
+  // bias from one row, tile_bias).
+  for (const Index heads : {Index{4}, Index{16}}) {
+    const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+    const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
+    const T5Setup t5 = t5_setup(heads, false);
+    // Keys at consecutive positions (the usual cache), queries at, inside and far past them:
+    // distances beyond 2^24 cannot be represented exactly in float. Prefill chunks of 12 and of 70
+    // queries (a full query tile and a partial one).
+    for (const Position k_first : {Position{0}, Position{9999900}, posenc::kMaxPosition - lk + 1}) {
+      const std::vector<Position> kp = iota_positions(lk, k_first);
+      for (const std::vector<Position>& qp :
+           {std::vector<Position>{k_first + lk - 1}, std::vector<Position>{k_first + 3, k_first + 70, k_first + 149},
+            std::vector<Position>{posenc::kMaxPosition}, iota_positions(12, k_first + 100),
+            iota_positions(70, k_first + 80), iota_positions(70, k_first == 0 ? 100000 : k_first - 5000)}) {
+        const FTensor<3> q = random_tensor<3>(rng, {static_cast<Index>(qp.size()), heads, d});
+        for (const auto kernel : kKernels) {
+          for (const bool causal : {false, true}) {
+            INFO("heads " << heads << ", kernel " << kernel_name(kernel) << ", k_first " << k_first << ", first query "
+                          << qp[0] << ", causal " << causal);
+            const auto options = attention_options(causal, std::nullopt, kernel);
+            const double scale = 1.0 / std::sqrt(8.0);
+            check_close(posenc::attention(q, k, v, qp, kp, posenc::ALiBi(heads), options),
+                        reference_attention(ref_alibi(heads), q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+            check_close(posenc::attention(q, k, v, qp, kp, posenc::RelativeBias(t5.config, t5.table), options),
+                        reference_attention(ref_t5(t5.config, t5.table), q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+          }
         }
       }
     }

@@ -79,6 +79,37 @@ struct SqrtDecay : posenc::EncodingBase {
   }
 };
 
+/// SqrtDecay with the optional fast forms: a consecutive row (less the bias of its first key), and
+/// the declaration that the bias depends on k - q only, so prefill may take the bias of a block of
+/// queries from one row.
+struct SqrtDecayRelative : SqrtDecay {
+  static constexpr bool kRelativeScoreBias = true;
+  double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    const double offset = value(head, q_position, k_first);
+    for (Index j = 0; j < n; ++j) row[j] += static_cast<float>(value(head, q_position, k_first + j) - offset);
+    return offset;
+  }
+};
+
+/// A consecutive row of a bias that depends on the positions themselves, not on k - q (nor on
+/// k - q plus a function of q alone, which softmax would not see): bias_h(q, k) = -1e-5 (h + 1) q k.
+/// Not relative, so attention must not share a row's bias between queries.
+struct AbsoluteProduct : posenc::EncodingBase {
+  static constexpr bool kScoreBias = true;
+  static double value(Index h, Position q, Position k) {
+    return -1e-5 * (static_cast<double>(h) + 1.0) * static_cast<double>(q) * static_cast<double>(k);
+  }
+  void check_heads(Index) const {}
+  template <class T>
+  void add_bias_row(Index head, Position q_position, const Position* k_positions, Index n, T* row) const {
+    for (Index j = 0; j < n; ++j) row[j] += static_cast<T>(value(head, q_position, k_positions[j]));
+  }
+  double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    for (Index j = 0; j < n; ++j) row[j] += static_cast<float>(value(head, q_position, k_first + j));
+    return 0.0;
+  }
+};
+
 /// A user-defined input embedding: x[t, c] += 0.01 * c * pos_t.
 struct RampEmbedding : posenc::EncodingBase {
   static constexpr bool kInputEmbedding = true;
@@ -162,6 +193,13 @@ TEST_CASE("broken policies do not satisfy PositionalEncoding", "[concepts]") {
   STATIC_REQUIRE(ScoreBias<SqrtDecay>);
   STATIC_REQUIRE(PositionalEncoding<RampEmbedding>);
   STATIC_REQUIRE(InputEmbedding<RampEmbedding>);
+  // The optional fast forms of the score bias.
+  STATIC_REQUIRE(posenc::RelativeScoreBias<posenc::ALiBi>);
+  STATIC_REQUIRE(posenc::RelativeScoreBias<posenc::RelativeBias>);
+  STATIC_REQUIRE(posenc::RelativeScoreBias<SqrtDecayRelative>);
+  STATIC_REQUIRE_FALSE(posenc::ConsecutiveScoreBias<SqrtDecay>);
+  STATIC_REQUIRE(posenc::ConsecutiveScoreBias<AbsoluteProduct>);
+  STATIC_REQUIRE_FALSE(posenc::RelativeScoreBias<AbsoluteProduct>);
 }
 
 TEST_CASE("a user-defined score-bias policy works in attention like the built-in ones", "[concepts][attention]") {
@@ -189,6 +227,36 @@ TEST_CASE("a user-defined score-bias policy works in attention like the built-in
   const FTensor<3> q = random_tensor<3>(rng, {1, heads, d});
   CHECK_THROWS_AS(posenc::attention(q, q, q, std::vector<Position>{0}, std::vector<Position>{0}, decay),
                   posenc::InvalidParameter);
+}
+
+TEST_CASE("user-defined consecutive score biases, relative or not, give the naive attention's results",
+          "[concepts][attention]") {
+  std::mt19937 rng(83);
+  const Index heads = 2, d = 8, lk = 150;
+  SqrtDecayRelative relative;
+  relative.heads = heads;
+  RefEncoding relative_ref;
+  relative_ref.name = "sqrt_decay_relative";
+  relative_ref.bias = &SqrtDecayRelative::value;
+  RefEncoding absolute_ref;
+  absolute_ref.name = "absolute_product";
+  absolute_ref.bias = &AbsoluteProduct::value;
+  const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+  const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
+  const std::vector<Position> kp = iota_positions(lk, 500);
+  for (const Index lq : {Index{20}, Index{70}}) {  // one query tile, and a full one plus a partial one
+    const FTensor<3> q = random_tensor<3>(rng, {lq, heads, d});
+    const std::vector<Position> qp = iota_positions(lq, 500 + lk - lq);
+    for (const bool causal : {false, true}) {
+      INFO("lq " << lq << ", causal " << causal);
+      const auto options = attention_options(causal);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      check_close(posenc::attention(q, k, v, qp, kp, relative, options),
+                  reference_attention(relative_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+      check_close(posenc::attention(q, k, v, qp, kp, AbsoluteProduct{}, options),
+                  reference_attention(absolute_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+    }
+  }
 }
 
 TEST_CASE("a user-defined input embedding works in mha", "[concepts][mha]") {

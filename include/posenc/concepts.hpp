@@ -81,6 +81,12 @@ concept ConsecutiveScoreBias = ScoreBias<P> && requires(const P& policy, Index h
   { policy.add_bias_row_consecutive(head, q_position, k_first, n, row) } -> std::convertible_to<double>;
 };
 
+/// A consecutive score bias that depends on k - q only, b(q + t, k + t) = b(q, k) (ALiBi, T5),
+/// declared by `static constexpr bool kRelativeScoreBias = true`: attention then takes the bias of
+/// a whole tile of queries at consecutive positions from one consecutive row.
+template <class P>
+concept RelativeScoreBias = ConsecutiveScoreBias<P> && requires { requires P::kRelativeScoreBias; };
+
 /// A complete policy: derives from EncodingBase and implements every hook it declares.
 template <class P>
 concept PositionalEncoding = std::derived_from<P, EncodingBase> &&

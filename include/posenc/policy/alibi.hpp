@@ -32,6 +32,7 @@ inline std::vector<double> alibi_slopes(Index num_heads) {
 class ALiBi : public EncodingBase {
  public:
   static constexpr bool kScoreBias = true;
+  static constexpr bool kRelativeScoreBias = true;  // a function of k - q only
 
   explicit ALiBi(Index num_heads) : slopes_(alibi_slopes(num_heads)) {}
 

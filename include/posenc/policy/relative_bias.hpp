@@ -18,6 +18,7 @@ namespace posenc {
 class RelativeBias : public EncodingBase {
  public:
   static constexpr bool kScoreBias = true;
+  static constexpr bool kRelativeScoreBias = true;  // a function of k - q only
 
   /// `table` [num_buckets, heads] (HF `relative_attention_bias.weight`) is copied once.
   RelativeBias(RelativeBucketConfig config, TensorRef<const float, 2> table)
