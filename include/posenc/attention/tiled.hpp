@@ -320,11 +320,12 @@ inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Positio
 
 /// Scores of one query row against one key tile (n real keys, the rest padding) to softmax
 /// weights, in place: the policy's bias (unless tile_bias added it), the mask, the online
-/// softmax. Keys at consecutive positions take the policy's consecutive hook, which adds the bias less a per-row constant it
-/// returns (ALiBi: the bias of the tile's key nearest the query), so the float row stays small at
-/// any distance; softmax is invariant under the shift. Otherwise the bias is added in float while
-/// the row's running max stays small, and the row is redone in double when it does not (every
-/// visible key far away, ALiBi biases in the millions), so large positions lose no accuracy.
+/// softmax. Keys at consecutive positions take the policy's consecutive hook, which adds the bias
+/// less a per-row constant it returns (ALiBi: the bias of the tile's key nearest the query), so
+/// the float row stays small at any distance; softmax is invariant under the shift. Otherwise the
+/// bias is added in float while the row's running max stays small, and the row is redone in
+/// double when it does not (every visible key far away, ALiBi biases in the millions), so large
+/// positions lose no accuracy.
 template <Index Width, class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
                      bool all_visible, RowBias bias, float* row, BiasBuffers& buffers, RowState& state) {
