@@ -788,6 +788,11 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     }
   }
   const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
+  // Decided once for the whole cache where they hold (the usual case), not per tile: the stream of
+  // K and V evicts the positions, and the first position load of each tile drew 10 % of this
+  // function's perf samples (ALiBi). Only bias policies need to know whether keys are consecutive.
+  const bool keys_consecutive = ConsecutiveScoreBias<P> && consecutive_positions(seq.k_positions, s.k_len);
+  const bool keys_all_visible = tile_all_visible(seq, 0, s.k_len, q_min);
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
   // Rows in blocks of up to kDecodeRowBlock that share a kv head: block(r, count) with the
@@ -826,9 +831,11 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
                              scores.data() + r * kTile, kTile, ahead);
     });
-    const RowBias row_bias{consecutive_positions(seq.k_positions + j0, n) ? RowBias::kConsecutiveKeys
-                                                                          : RowBias::kPerKey};
-    const bool all_visible = tile_all_visible(seq, j0, n, q_min);
+    RowBias row_bias{RowBias::kPerKey};
+    if constexpr (ConsecutiveScoreBias<P>) {
+      if (keys_consecutive || consecutive_positions(seq.k_positions + j0, n)) row_bias.form = RowBias::kConsecutiveKeys;
+    }
+    const bool all_visible = keys_all_visible || tile_all_visible(seq, j0, n, q_min);
     for (Index r = 0; r < rows; ++r) {
       float* row = scores.data() + r * kTile;
       std::fill(row + n, row + kTile, 0.0f);

@@ -274,8 +274,12 @@ POSENC_ALWAYS_INLINE FloatVec exp_nonpositive(FloatVec x) {
 /// ALiBi ramp: row[j] -= slope * |distance0 - j| (same contract as scalar::add_alibi_ramp).
 inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position distance0, Index n) {
   const float s = static_cast<float>(slope);
-  FloatVec d = FloatVec{} + static_cast<float>(distance0);
-  for (int l = 0; l < kFloatLanes; ++l) d[l] -= static_cast<float>(l);  // d0 - j for the first lanes
+  const FloatVec lanes = [] {  // 0, 1, 2, ...: a constant, not built lane by lane per call
+    FloatVec v{};
+    for (int l = 0; l < kFloatLanes; ++l) v[l] = static_cast<float>(l);
+    return v;
+  }();
+  FloatVec d = static_cast<float>(distance0) - lanes;  // d0 - j for the first lanes
   Index j = 0;
   for (; j + kFloatLanes <= n; j += kFloatLanes) {
     const FloatVec distance = d < 0.0f ? -d : d;
