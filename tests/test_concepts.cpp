@@ -1,6 +1,8 @@
 // Compile-time checks of the hook concepts (concepts.hpp), including broken policies that must be
 // rejected, and a user-defined policy that plugs into attention through the score-bias hook.
 
+#include <stdexcept>
+
 #include "test_util.hpp"
 
 using namespace testutil;
@@ -85,6 +87,10 @@ struct SqrtDecay : posenc::EncodingBase {
 struct SqrtDecayRelative : SqrtDecay {
   static constexpr bool kRelativeScoreBias = true;
   double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
+    // Hooks may rely on positions in [0, kMaxPosition], also for the rows attention asks for itself.
+    if (q_position > posenc::kMaxPosition || k_first + n - 1 > posenc::kMaxPosition) {
+      throw std::logic_error("SqrtDecayRelative: hook called past kMaxPosition");
+    }
     const double offset = value(head, q_position, k_first);
     for (Index j = 0; j < n; ++j) row[j] += static_cast<float>(value(head, q_position, k_first + j) - offset);
     return offset;
@@ -108,6 +114,12 @@ struct AbsoluteProduct : posenc::EncodingBase {
     for (Index j = 0; j < n; ++j) row[j] += static_cast<float>(value(head, q_position, k_first + j));
     return 0.0;
   }
+};
+
+/// ALiBi with its score bias switched off: not a relative score bias any more.
+struct ALiBiSwitchedOff : posenc::ALiBi {
+  using ALiBi::ALiBi;
+  static constexpr bool kScoreBias = false;
 };
 
 /// A user-defined input embedding: x[t, c] += 0.01 * c * pos_t.
@@ -200,6 +212,7 @@ TEST_CASE("broken policies do not satisfy PositionalEncoding", "[concepts]") {
   STATIC_REQUIRE_FALSE(posenc::ConsecutiveScoreBias<SqrtDecay>);
   STATIC_REQUIRE(posenc::ConsecutiveScoreBias<AbsoluteProduct>);
   STATIC_REQUIRE_FALSE(posenc::RelativeScoreBias<AbsoluteProduct>);
+  STATIC_REQUIRE_FALSE(posenc::RelativeScoreBias<ALiBiSwitchedOff>);
 }
 
 TEST_CASE("a user-defined score-bias policy works in attention like the built-in ones", "[concepts][attention]") {
@@ -243,18 +256,23 @@ TEST_CASE("user-defined consecutive score biases, relative or not, give the naiv
   absolute_ref.bias = &AbsoluteProduct::value;
   const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
   const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
-  const std::vector<Position> kp = iota_positions(lk, 500);
-  for (const Index lq : {Index{20}, Index{70}}) {  // one query tile, and a full one plus a partial one
-    const FTensor<3> q = random_tensor<3>(rng, {lq, heads, d});
-    const std::vector<Position> qp = iota_positions(lq, 500 + lk - lq);
-    for (const bool causal : {false, true}) {
-      INFO("lq " << lq << ", causal " << causal);
-      const auto options = attention_options(causal);
-      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-      check_close(posenc::attention(q, k, v, qp, kp, relative, options),
-                  reference_attention(relative_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
-      check_close(posenc::attention(q, k, v, qp, kp, AbsoluteProduct{}, options),
-                  reference_attention(absolute_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+  // Keys from 500, and keys ending at the largest position (the hooks never see one past it).
+  for (const Position k_first : {Position{500}, posenc::kMaxPosition - lk + 1}) {
+    const std::vector<Position> kp = iota_positions(lk, k_first);
+    for (const Index lq : {Index{20}, Index{70}}) {  // one query tile, and a full one plus a partial one
+      const FTensor<3> q = random_tensor<3>(rng, {lq, heads, d});
+      const std::vector<Position> qp = iota_positions(lq, k_first + lk - lq);
+      for (const bool causal : {false, true}) {
+        INFO("k_first " << k_first << ", lq " << lq << ", causal " << causal);
+        const auto options = attention_options(causal);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+        check_close(posenc::attention(q, k, v, qp, kp, relative, options),
+                    reference_attention(relative_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+        if (k_first == 500) {  // (its float rows of q k are meant for small positions)
+          check_close(posenc::attention(q, k, v, qp, kp, AbsoluteProduct{}, options),
+                      reference_attention(absolute_ref, q, k, v, qp, kp, causal, scale), 2e-5, 2e-5);
+        }
+      }
     }
   }
 }

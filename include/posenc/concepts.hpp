@@ -83,9 +83,11 @@ concept ConsecutiveScoreBias = ScoreBias<P> && requires(const P& policy, Index h
 
 /// A consecutive score bias that depends on k - q only, b(q + t, k + t) = b(q, k) (ALiBi, T5),
 /// declared by `static constexpr bool kRelativeScoreBias = true`: attention then takes the bias of
-/// a whole tile of queries at consecutive positions from one consecutive row.
+/// a block of queries at consecutive positions from one consecutive row (of up to ~70 keys, all
+/// positions within [0, kMaxPosition]). A class derived from ALiBi or RelativeBias whose bias is
+/// not a function of k - q must declare kRelativeScoreBias = false.
 template <class P>
-concept RelativeScoreBias = ConsecutiveScoreBias<P> && requires { requires P::kRelativeScoreBias; };
+concept RelativeScoreBias = P::kScoreBias && ConsecutiveScoreBias<P> && requires { requires P::kRelativeScoreBias; };
 
 /// A complete policy: derives from EncodingBase and implements every hook it declares.
 template <class P>

@@ -515,7 +515,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     const float* kt = keys.kt.data() + t * d * kKeyTile;
     bool bias_in_scores = false;
     if constexpr (RelativeScoreBias<P>) {
-      if (queries_consecutive && keys.consecutive[tile] != 0) {
+      // The block rows reach past the tile's last query and key: only within valid positions.
+      if (queries_consecutive && keys.consecutive[tile] != 0 && qp[0] + rows - 1 <= kMaxPosition &&
+          seq.k_positions[j0] + kBlockBiasLength - 1 <= kMaxPosition) {
         tile_bias(policy, head, qp[0], seq.k_positions[j0], rows, scratch.bias);
         bias_in_scores = true;
       }
