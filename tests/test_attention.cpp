@@ -522,12 +522,15 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
   // tiles, head dims that are not whole vectors. Decode row blocks of 1, 2, 3 and 4 rows per kv
   // head (queries x group) with key counts that leave a remainder of the decode key tile and of
   // the keys taken per step; one row per kv head (multi-head decode) over column blocks of every
-  // width. Decode key tiles of 32 keys (small K rows), 16 (8 x 96 floats per key) and 8 (6 x 700).
+  // width. Decode key tiles of 32 keys (small K rows), 16 (8 x 96 floats per key) and 8 (6 x 700);
+  // softmax chunks of 256 keys (one, a partial second, a partial third) and, with 80 rows, of one
+  // tile.
   const std::vector<Shape> shapes = {{1, 64, 2, 1, 3},   {7, 65, 4, 2, 8},   {8, 63, 3, 3, 17},  {63, 64, 2, 2, 16},
                                      {64, 129, 4, 1, 5}, {65, 65, 2, 1, 12}, {130, 70, 2, 2, 4}, {9, 200, 6, 2, 33},
                                      {70, 1, 2, 1, 1},   {16, 70, 2, 1, 128}, {1, 37, 3, 1, 13}, {3, 37, 3, 3, 20},
                                      {1, 70, 8, 1, 128}, {1, 33, 2, 2, 24},  {2, 45, 6, 2, 11},  {1, 45, 2, 2, 131},
-                                     {1, 45, 8, 8, 96},  {2, 29, 12, 6, 700}};
+                                     {1, 45, 8, 8, 96},  {2, 29, 12, 6, 700}, {1, 256, 4, 2, 8},  {3, 300, 4, 1, 20},
+                                     {7, 530, 8, 2, 16}, {2, 600, 40, 40, 8}};
   for (const Shape& s : shapes) {
     const FTensor<3> q = random_tensor<3>(rng, {s.lq, s.heads, s.d}, -2.0f, 2.0f);
     const FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d}, -2.0f, 2.0f);
@@ -759,9 +762,9 @@ TEST_CASE("buffers kept between calls carry nothing from one call to the next", 
 
 TEST_CASE("score biases over a consecutive KV cache at large offsets match the naive attention", "[attention]") {
   std::mt19937 rng(60);
-  const Index d = 8, lk = 150;
+  const Index d = 8, lk = 300;
   // 16 heads: ALiBi slopes up to 2^-0.5, so a tile's bias spans ~90 (prefill adds a whole tile's
-  // bias from one row, tile_bias).
+  // bias from one row, tile_bias) and a decode chunk's (256 keys) ~180.
   for (const Index heads : {Index{4}, Index{16}}) {
     const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
     const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
@@ -772,7 +775,7 @@ TEST_CASE("score biases over a consecutive KV cache at large offsets match the n
     for (const Position k_first : {Position{0}, Position{9999900}, posenc::kMaxPosition - lk + 1}) {
       const std::vector<Position> kp = iota_positions(lk, k_first);
       for (const std::vector<Position>& qp :
-           {std::vector<Position>{k_first + lk - 1}, std::vector<Position>{k_first + 3, k_first + 70, k_first + 149},
+           {std::vector<Position>{k_first + lk - 1}, std::vector<Position>{k_first + 3, k_first + 70, k_first + 260},
             std::vector<Position>{posenc::kMaxPosition}, iota_positions(12, k_first + 100),
             iota_positions(70, k_first + 80), iota_positions(70, k_first == 0 ? 100000 : k_first - 5000)}) {
         const FTensor<3> q = random_tensor<3>(rng, {static_cast<Index>(qp.size()), heads, d});

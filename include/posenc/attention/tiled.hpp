@@ -57,6 +57,10 @@ inline constexpr Index kDecodeTileBytes = Index{64} << 10;
 // them; never narrower than one vector (8 floats on AVX2, 16 on AVX-512), so a tile may hold more
 // than kDecodeTileBytes when a key is wide (32 kv heads at d = 128: 8 keys, 128 KiB).
 inline constexpr Index kDecodeKeyTiles[] = {std::max<Index>(8, kFloatLanes), 16, 32};
+// Decode softmax chunks: the keys of one online-softmax step (decode_kv_heads), where the scores
+// of all rows over them take at most kDecodeChunkScoreBytes (32 rows: 32 KiB).
+inline constexpr Index kDecodeChunkKeys = 256;
+inline constexpr Index kDecodeChunkScoreBytes = Index{64} << 10;
 // Decode threads: each one streams at least this much K and V, or the call uses fewer. A thread
 // is started and joined per call (~30 us on the 2-vCPU Zen 3 host), while 2 MiB take ~150 us to
 // stream; a decode call over 32 cached keys ran 3x slower on two threads than on one.
@@ -273,13 +277,18 @@ struct SequenceView {
 /// spacing 2e-6 at 16; the conformance tolerance is 2e-5).
 inline constexpr float kFloatExactLogit = 16.0f;
 
-/// Rows for the bias: in float, and in double for rows that need it; the bias of a query tile by
-/// row blocks, each less its offset (tile_bias).
-struct BiasBuffers {
-  float single[kKeyTile];
-  double dual[kKeyTile];
-  float block[kPaddedQueryTile / kScoreRows][kBlockBiasLength];
-  double block_offset[kPaddedQueryTile / kScoreRows];
+/// A tile row with the bias added key by key (weigh_tile_row): in float, and in double for rows
+/// that need it.
+template <Index Width>
+struct BiasRows {
+  float single[Width];
+  double dual[Width];
+};
+
+/// The bias of a query tile by blocks of kScoreRows rows, each less its offset (tile_bias).
+struct BlockBias {
+  float rows[kPaddedQueryTile / kScoreRows][kBlockBiasLength];
+  double offset[kPaddedQueryTile / kScoreRows];
 };
 
 /// How a tile row gets its score bias: key by key (add_bias_row), as keys at consecutive positions
@@ -300,11 +309,11 @@ struct RowBias {
 /// finest (one row for a whole tile left some rows' largest ALiBi weights near -64 slope: errors
 /// up to 1.7e-6 at 16 heads, against < 1e-6 with per-row offsets).
 template <RelativeScoreBias P>
-void tile_bias(const P& policy, Index head, Position q0, Position k0, Index rows, BiasBuffers& buffers) {
+void tile_bias(const P& policy, Index head, Position q0, Position k0, Index rows, BlockBias& block) {
   for (Index r = 0; r < rows; r += kScoreRows) {
-    float* bias = buffers.block[r / kScoreRows];
+    float* bias = block.rows[r / kScoreRows];
     std::fill(bias, bias + kBlockBiasLength, 0.0f);
-    buffers.block_offset[r / kScoreRows] =
+    block.offset[r / kScoreRows] =
         policy.add_bias_row_consecutive(head, q0 + r + kScoreRows - 1, k0, kBlockBiasLength, bias);
   }
 }
@@ -328,7 +337,7 @@ inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Positio
 /// positions lose no accuracy.
 template <Index Width, class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
-                     bool all_visible, RowBias bias, float* row, BiasBuffers& buffers, RowState& state) {
+                     bool all_visible, RowBias bias, float* row, BiasRows<Width>& buffers, RowState& state) {
   const auto mask = [&](auto* values, auto masked) {
     if (all_visible) return;
     for (Index j = 0; j < Width; ++j) {
@@ -453,7 +462,8 @@ struct QueryTileScratch {
   // ~5 % of the P V samples in perf, gone with the slabs.
   std::vector<float> q, scores, output, correction;
   std::vector<RowState> rows;
-  BiasBuffers bias;
+  BiasRows<kKeyTile> bias_rows;
+  BlockBias block_bias;
   void size_for(Index d, Index width) {
     q.assign(static_cast<std::size_t>(kPaddedQueryTile * d), 0.0f);
     scores.assign(static_cast<std::size_t>(kPaddedQueryTile * kKeyTile), 0.0f);
@@ -518,22 +528,22 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
       // The block rows reach past the tile's last query and key: only within valid positions.
       if (queries_consecutive && keys.consecutive[tile] != 0 && qp[0] + rows - 1 <= kMaxPosition &&
           seq.k_positions[j0] + kBlockBiasLength - 1 <= kMaxPosition) {
-        tile_bias(policy, head, qp[0], seq.k_positions[j0], rows, scratch.bias);
+        tile_bias(policy, head, qp[0], seq.k_positions[j0], rows, scratch.block_bias);
         bias_in_scores = true;
       }
     }
     if (bias_in_scores) {
-      score_tile<true>(scratch.q.data(), rows, kt, d, scale, scratch.bias.block, scratch.scores.data());
+      score_tile<true>(scratch.q.data(), rows, kt, d, scale, scratch.block_bias.rows, scratch.scores.data());
     } else {
       score_tile<false>(scratch.q.data(), rows, kt, d, scale, nullptr, scratch.scores.data());
     }
     for (Index i = 0; i < n; ++i) {
-      const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.bias.block_offset[i / kScoreRows]}
+      const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.block_bias.offset[i / kScoreRows]}
                            : keys.consecutive[tile] != 0 ? RowBias{RowBias::kConsecutiveKeys}
                                                          : RowBias{RowBias::kPerKey};
       scratch.correction[static_cast<std::size_t>(i)] =
           weigh_tile_row<kKeyTile>(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, bias,
-                                   scratch.scores.data() + i * kKeyTile, scratch.bias,
+                                   scratch.scores.data() + i * kKeyTile, scratch.bias_rows,
                                    scratch.rows[static_cast<std::size_t>(i)]);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
@@ -759,14 +769,22 @@ void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index
   ahead = cursor;
 }
 
-/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in KeyTile-key tiles: the
-/// scores of each row block (its query rows stay in L1) against the tile's K, while this tile's V
-/// is requested; the online softmax per row; then P V per row block, while the next tile's K is
-/// requested. Each K and V vector serves the query heads of its group and the (few) queries at once.
-template <Index KeyTile, class P, class Rotation>
+/// Decode schedule for one sequence and the kv heads [kv_begin, kv_end), in chunks of Chunk keys
+/// (a multiple of KeyTile): the scores of each row block (its query rows stay in L1) against the
+/// chunk's K, in KeyTile-key tiles; one online-softmax step per row for the whole chunk; then P V
+/// per row block over the chunk's V, in tiles again. Each tile is requested while the one before
+/// it is read (K tiles of a chunk, its V tiles, the next chunk's K), one cache line per
+/// micro-kernel step, in memory order. Each K and V vector serves the query heads of its group and
+/// the (few) queries at once.
+/// Why chunks wider than the tiles: a softmax step costs about the same per row at 16 keys as at
+/// 256 (reductions, the running-max correction, ALiBi's bias hook), and the memory stream waits
+/// while it runs. Per 16-key tile it drew 8 % (NoPosition) and 13 % (ALiBi) of decode's perf
+/// samples at Lk = 4096, 32 heads on 8 kv heads.
+template <Index KeyTile, Index Chunk, class P, class Rotation>
 void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
                      Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
                      float* out) {
+  static_assert(Chunk % KeyTile == 0, "a chunk is whole key tiles");
   const Index d = s.head_dim;
   const Index group = s.heads / s.kv_heads;
   const Index kv_count = kv_end - kv_begin;
@@ -776,11 +794,11 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   const auto head_of = [&](Index r) { return (kv_begin + r / rows_per_kv) * group + r % group; };
   std::vector<float> q_rows(static_cast<std::size_t>(rows * d)), output(static_cast<std::size_t>(rows * d), 0.0f);
   constexpr Index kTile = KeyTile;
-  std::vector<float> scores(static_cast<std::size_t>(rows * kTile));
+  std::vector<float> scores(static_cast<std::size_t>(rows * Chunk));  // row r at r * Chunk
   std::vector<float> rotated(P::kQKRotation ? static_cast<std::size_t>(kTile * kv_count * d) : 0);
   std::vector<RowState> state(static_cast<std::size_t>(rows));
   std::vector<float> correction(static_cast<std::size_t>(rows));
-  BiasBuffers bias;
+  BiasRows<Chunk> bias;
   StreamPrefetcher ahead;
   for (Index r = 0; r < rows; ++r) {
     const float* q_row = q + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
@@ -790,13 +808,17 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
     }
   }
   const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
-  // Decided once for the whole cache where they hold (the usual case), not per tile: the stream of
-  // K and V evicts the positions, and the first position load of each tile drew 10 % of this
+  // Decided once for the whole cache where they hold (the usual case), not per chunk: the stream
+  // of K and V evicts the positions, and the first position load of each tile drew 10 % of this
   // function's perf samples (ALiBi). Only bias policies need to know whether keys are consecutive.
   const bool keys_consecutive = ConsecutiveScoreBias<P> && consecutive_positions(seq.k_positions, s.k_len);
   const bool keys_all_visible = tile_all_visible(seq, 0, s.k_len, q_min);
   const Index kv_stride = s.kv_heads * d;  // floats between consecutive keys
   const auto tile_start = [&](const float* base, Index j0) { return base + ((b * s.k_len + j0) * s.kv_heads + kv_begin) * d; };
+  // Requests the tile of K or V (`base`) that starts at key j0 and ends at `end` at the latest.
+  const auto request = [&](const float* base, Index j0, Index end) {
+    ahead.reset(tile_start(base, j0), std::min(kTile, end - j0), kv_count * d, kv_stride);
+  };
   // Rows in blocks of up to kDecodeRowBlock that share a kv head: block(r, count) with the
   // block's row count as a compile-time constant.
   const auto for_row_blocks = [&](auto&& block) {
@@ -811,56 +833,71 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       r = end;
     }
   };
-  for (Index j0 = 0; j0 < s.k_len; j0 += kTile) {
-    const Index n = std::min(kTile, s.k_len - j0);
-    const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
-    Index k_stride = kv_stride;
-    if constexpr (P::kQKRotation) {
-      if (rotates_keys(policy)) {
-        for (Index j = 0; j < n; ++j) {
-          std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
+  for (Index c0 = 0; c0 < s.k_len; c0 += Chunk) {
+    const Index chunk_end = std::min(c0 + Chunk, s.k_len);
+    const Index chunk_keys = chunk_end - c0;
+    for (Index j0 = c0; j0 < chunk_end; j0 += kTile) {
+      const Index n = std::min(kTile, chunk_end - j0);
+      const float* k_tile = tile_start(k, j0);  // key j, kv head kv_begin + g at k_tile + j * k_stride + g * d
+      Index k_stride = kv_stride;
+      if constexpr (P::kQKRotation) {
+        if (rotates_keys(policy)) {
+          for (Index j = 0; j < n; ++j) {
+            std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
+          }
+          policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
+          k_tile = rotated.data();
+          k_stride = kv_count * d;
         }
-        policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
-        k_tile = rotated.data();
-        k_stride = kv_count * d;
       }
+      if (j0 + kTile < chunk_end) {
+        request(k, j0 + kTile, chunk_end);
+      } else {
+        request(v, c0, chunk_end);
+      }
+      for_row_blocks([&](Index r, auto count) {
+        dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
+                               scores.data() + r * Chunk + (j0 - c0), Chunk, ahead);
+      });
     }
-    // While the scores read this tile's K, this tile's V is requested; while P V reads it, the
-    // next tile's K: one cache line per micro-kernel step, in memory order.
-    const float* v_tile = tile_start(v, j0);
-    ahead.reset(v_tile, n, kv_count * d, kv_stride);
-    for_row_blocks([&](Index r, auto count) {
-      dot_keys_rows<count()>(q_rows.data() + r * d, k_tile + (r / rows_per_kv) * d, k_stride, n, d, scale,
-                             scores.data() + r * kTile, kTile, ahead);
-    });
     RowBias row_bias{RowBias::kPerKey};
     if constexpr (ConsecutiveScoreBias<P>) {
-      if (keys_consecutive || consecutive_positions(seq.k_positions + j0, n)) row_bias.form = RowBias::kConsecutiveKeys;
-    }
-    const bool all_visible = keys_all_visible || tile_all_visible(seq, j0, n, q_min);
-    for (Index r = 0; r < rows; ++r) {
-      float* row = scores.data() + r * kTile;
-      std::fill(row + n, row + kTile, 0.0f);
-      correction[static_cast<std::size_t>(r)] =
-          weigh_tile_row<kTile>(policy, head_of(r), seq, seq.q_positions[query_of(r)], j0, n, all_visible && n == kTile,
-                                row_bias, row, bias, state[static_cast<std::size_t>(r)]);
-    }
-    const Index next = j0 + kTile;
-    if (next < s.k_len) {
-      ahead.reset(tile_start(k, next), std::min(kTile, s.k_len - next), kv_count * d, kv_stride);
-    } else {
-      ahead.reset(nullptr, 0, 0, 0);  // the last tile: nothing ahead
-    }
-    for_row_blocks([&](Index r, auto count) {
-      const float* values = v_tile + (r / rows_per_kv) * d;
-      if constexpr (count() == 1) {  // one row: eight accumulators across the columns instead
-        accumulate_rows(scores.data() + r * kTile, n, values, kv_stride, d, correction[static_cast<std::size_t>(r)],
-                        output.data() + r * d, ahead);
-      } else {
-        accumulate_rows_block<count()>(scores.data() + r * kTile, kTile, n, values, kv_stride, correction.data() + r,
-                                       output.data() + r * d, d, ahead);
+      if (keys_consecutive || consecutive_positions(seq.k_positions + c0, chunk_keys)) {
+        row_bias.form = RowBias::kConsecutiveKeys;
       }
-    });
+    }
+    const bool all_visible = keys_all_visible || tile_all_visible(seq, c0, chunk_keys, q_min);
+    for (Index r = 0; r < rows; ++r) {
+      float* row = scores.data() + r * Chunk;
+      std::fill(row + chunk_keys, row + Chunk, 0.0f);
+      correction[static_cast<std::size_t>(r)] =
+          weigh_tile_row<Chunk>(policy, head_of(r), seq, seq.q_positions[query_of(r)], c0, chunk_keys,
+                                all_visible && chunk_keys == Chunk, row_bias, row, bias, state[static_cast<std::size_t>(r)]);
+    }
+    for (Index j0 = c0; j0 < chunk_end; j0 += kTile) {
+      const Index n = std::min(kTile, chunk_end - j0);
+      const float* v_tile = tile_start(v, j0);
+      if (j0 + kTile < chunk_end) {
+        request(v, j0 + kTile, chunk_end);
+      } else if (chunk_end < s.k_len) {
+        request(k, chunk_end, s.k_len);
+      } else {
+        ahead.reset(nullptr, 0, 0, 0);  // the last tile: nothing ahead
+      }
+      for_row_blocks([&](Index r, auto count) {
+        const float* values = v_tile + (r / rows_per_kv) * d;
+        const float* weights = scores.data() + r * Chunk + (j0 - c0);
+        if constexpr (count() == 1) {  // one row: eight accumulators across the columns instead
+          accumulate_rows(weights, n, values, kv_stride, d, correction[static_cast<std::size_t>(r)],
+                          output.data() + r * d, ahead);
+        } else {
+          accumulate_rows_block<count()>(weights, Chunk, n, values, kv_stride, correction.data() + r,
+                                         output.data() + r * d, d, ahead);
+        }
+      });
+      // The first tile rescaled the rows' earlier output; the chunk's other tiles add to it.
+      if (j0 == c0) std::fill(correction.begin(), correction.end(), 1.0f);
+    }
   }
   for (Index r = 0; r < rows; ++r) {
     float* o = out + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
@@ -870,19 +907,32 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   }
 }
 
-/// decode_kv_heads with the key tile of about kDecodeTileBytes for these kv heads.
+/// decode_kv_heads with the key tile of about kDecodeTileBytes for these kv heads, and chunks of
+/// kDecodeChunkKeys where the cache is that long and the rows' scores fit kDecodeChunkScoreBytes
+/// (else one tile per chunk).
 template <class P, class Rotation>
 void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, const float* v, Index b, Index kv_begin,
                      Index kv_end, const SequenceView& seq, const P& policy, const Rotation* rotation, float scale,
                      float* out) {
-  const Index key_bytes = (kv_end - kv_begin) * s.head_dim * static_cast<Index>(sizeof(float));
-  const Index keys = kDecodeTileBytes / key_bytes;
+  const Index kv_count = kv_end - kv_begin;
+  const Index rows = kv_count * s.q_len * (s.heads / s.kv_heads);
+  const bool wide_chunks = s.k_len >= kDecodeChunkKeys &&
+                           rows * kDecodeChunkKeys * static_cast<Index>(sizeof(float)) <= kDecodeChunkScoreBytes;
+  const auto run = [&](auto key_tile) {
+    constexpr Index kTile = decltype(key_tile)::value;
+    if (wide_chunks) {
+      decode_kv_heads<kTile, kDecodeChunkKeys>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+    } else {
+      decode_kv_heads<kTile, kTile>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+    }
+  };
+  const Index keys = kDecodeTileBytes / (kv_count * s.head_dim * static_cast<Index>(sizeof(float)));
   if (keys >= kDecodeKeyTiles[2]) {
-    decode_kv_heads<kDecodeKeyTiles[2]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+    run(std::integral_constant<Index, kDecodeKeyTiles[2]>{});
   } else if (keys >= kDecodeKeyTiles[1]) {
-    decode_kv_heads<kDecodeKeyTiles[1]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+    run(std::integral_constant<Index, kDecodeKeyTiles[1]>{});
   } else {
-    decode_kv_heads<kDecodeKeyTiles[0]>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
+    run(std::integral_constant<Index, kDecodeKeyTiles[0]>{});
   }
 }
 
