@@ -157,21 +157,23 @@ POSENC_ALWAYS_INLINE void score_block(const float* POSENC_RESTRICT q, Index q_st
 /// when Biased (tile_bias).
 /// Slabs outermost: a K slab ([d][kScoreSlab], 8 KiB at d = 128 on AVX2) stays in L1 while every
 /// query row block passes over it.
+/// Row block b needs only the keys before block_keys[b]: slabs wholly past it are not computed.
 template <bool Biased>
 void score_tile(const float* POSENC_RESTRICT q, Index rows, const float* POSENC_RESTRICT kt, Index d, float scale,
-                const float (*bias)[kBlockBiasLength], float* POSENC_RESTRICT s) {
+                const float (*bias)[kBlockBiasLength], const Index* block_keys, float* POSENC_RESTRICT s) {
   for (Index c0 = 0; c0 < kKeyTile; c0 += kScoreSlab) {
     for (Index r = 0; r < rows; r += kScoreRows) {
+      if (c0 >= block_keys[r / kScoreRows]) continue;
       score_block<Biased>(q + r * d, d, kt + c0 * d, d, scale,
                           Biased ? bias[r / kScoreRows] + kScoreRows - 1 + c0 : nullptr, s + r * kKeyTile + c0);
     }
   }
 }
 
-/// o[r][..] = correction[r] * o[r][..] + sum_j p[r][j] v[j][..] for kOutputRows rows and Vectors
-/// vectors of columns (o rows o_stride apart, v rows v_stride apart, p rows kKeyTile apart).
+/// o[r][..] = correction[r] * o[r][..] + sum_{j < keys} p[r][j] v[j][..] for kOutputRows rows and
+/// Vectors vectors of columns (o rows o_stride apart, v rows v_stride apart, p rows kKeyTile apart).
 template <int Vectors>
-POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const float* POSENC_RESTRICT v, Index v_stride,
+POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, Index keys, const float* POSENC_RESTRICT v, Index v_stride,
                                        const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o,
                                        Index o_stride) {
   FloatVec acc[kOutputRows][Vectors];
@@ -181,7 +183,7 @@ POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, const flo
     for (int x = 0; x < Vectors; ++x) acc[r][x] = simd::load<FloatVec>(o + r * o_stride + x * kFloatLanes) * correction[r];
   }
 #pragma GCC unroll 4
-  for (Index j = 0; j < kKeyTile; ++j) {
+  for (Index j = 0; j < keys; ++j) {
     FloatVec vv[Vectors];
 #pragma GCC unroll 8
     for (int x = 0; x < Vectors; ++x) vv[x] = simd::load<FloatVec>(v + j * v_stride + x * kFloatLanes);
@@ -532,10 +534,24 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
         bias_in_scores = true;
       }
     }
+    // Keys a row block can see: causally, none after the last one at or before the block's last
+    // query. Their scores are left unwritten (the mask sets them) and their P V terms skipped: on
+    // the diagonal tile of causal self-attention about half the tile.
+    Index block_keys[kPaddedQueryTile / kScoreRows];
+    for (Index r = 0; r < rows; r += kScoreRows) {
+      Index keys_seen = kKeyTile;
+      if (!all_visible && seq.causal) {
+        const Position q_last = *std::max_element(qp + r, qp + std::min(r + kScoreRows, n));
+        keys_seen = keys_in_tile;
+        while (keys_seen > 0 && seq.k_positions[j0 + keys_seen - 1] > q_last) --keys_seen;
+      }
+      block_keys[r / kScoreRows] = keys_seen;
+    }
     if (bias_in_scores) {
-      score_tile<true>(scratch.q.data(), rows, kt, d, scale, scratch.block_bias.rows, scratch.scores.data());
+      score_tile<true>(scratch.q.data(), rows, kt, d, scale, scratch.block_bias.rows, block_keys,
+                       scratch.scores.data());
     } else {
-      score_tile<false>(scratch.q.data(), rows, kt, d, scale, nullptr, scratch.scores.data());
+      score_tile<false>(scratch.q.data(), rows, kt, d, scale, nullptr, block_keys, scratch.scores.data());
     }
     for (Index i = 0; i < n; ++i) {
       const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.block_bias.offset[i / kScoreRows]}
@@ -551,7 +567,8 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     // block passes over it.
     const auto rows_over_slab = [&](auto vectors, const float* v_columns, float* o_columns, Index stride) {
       for (Index i = 0; i < n; i += kOutputRows) {
-        output_block<decltype(vectors)::value>(scratch.scores.data() + i * kKeyTile, v_columns, stride,
+        output_block<decltype(vectors)::value>(scratch.scores.data() + i * kKeyTile, block_keys[i / kOutputRows],
+                                               v_columns, stride,
                                                scratch.correction.data() + i, o_columns + i * stride, stride);
       }
     };
