@@ -11,8 +11,9 @@
 //    of the group streams its query tiles over them. Register-blocked micro-kernels:
 //    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
 //  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, in
-//    tiles of ~64 KiB requested in memory order a cache line per micro-kernel step ahead of use;
-//    each vector is shared by every query head of its group (GQA without copying K/V).
+//    tiles of ~64 KiB requested in memory order a cache line per micro-kernel step ahead of use,
+//    with one softmax step per chunk of 256 keys; each vector is shared by every query head of
+//    its group (GQA without copying K/V).
 //
 // The prefill buffers (packed keys, per-thread tiles) are kept by the calling thread between calls
 // (see PrefillBuffers).
@@ -337,6 +338,9 @@ inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Positio
 /// bias is added in float while the row's running max stays small, and the row is redone in
 /// double when it does not (every visible key far away, ALiBi biases in the millions), so large
 /// positions lose no accuracy.
+/// The row may hold stale values where its keys are invisible (causal prefill skips the keys past
+/// a row block's last query, see attend_query_tile): the mask overwrites them before anything
+/// reads the row but the bias hooks, which only add to it.
 template <Index Width, class P>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
                      bool all_visible, RowBias bias, float* row, BiasRows<Width>& buffers, RowState& state) {
@@ -535,8 +539,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
       }
     }
     // Keys a row block can see: causally, none after the last one at or before the block's last
-    // query. Their scores are left unwritten (the mask sets them) and their P V terms skipped: on
-    // the diagonal tile of causal self-attention about half the tile.
+    // query. Their scores are left unwritten and their P V terms skipped: on the diagonal tile of
+    // causal self-attention about half the tile. Only where the tile is not all visible, so
+    // weigh_tile_row masks them (-inf) before any max or exp reads the row.
     Index block_keys[kPaddedQueryTile / kScoreRows];
     for (Index r = 0; r < rows; r += kScoreRows) {
       Index keys_seen = kKeyTile;
