@@ -540,8 +540,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     }
     // Keys a row block can see: causally, none after the last one at or before the block's last
     // query. Their scores are left unwritten and their P V terms skipped: on the diagonal tile of
-    // causal self-attention about half the tile. Only where the tile is not all visible, so
-    // weigh_tile_row masks them (-inf) before any max or exp reads the row.
+    // causal self-attention ~40 % of its work (AVX2: 15 of its 44 score blocks and 44 % of the P V
+    // terms skipped). Only where the tile is not all visible, so weigh_tile_row masks them (-inf)
+    // before any max or exp reads the row.
     Index block_keys[kPaddedQueryTile / kScoreRows];
     for (Index r = 0; r < rows; r += kScoreRows) {
       Index keys_seen = kKeyTile;
