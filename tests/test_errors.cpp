@@ -90,6 +90,18 @@ TEST_CASE("RoPE scaling parameters are validated", "[errors][rope]") {
     POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "attention_factor", rope(s));
     s.attention_factor = -1.0;
     POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "attention_factor", rope(s));
+    // cos and sin are scaled by the factor in float: one past FLT_MAX would make them infinite.
+    s.attention_factor = 1e39;
+    POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "attention_factor", rope(s));
+    s.attention_factor = 1e38;
+    CHECK_NOTHROW(rope(s));
+    // ... and so is a factor derived from mscale / mscale_all_dim: m(4, 1e40) = 0.1 * 1e40 * ln 4 + 1.
+    s.attention_factor.reset();
+    s.mscale = 1e40;
+    s.mscale_all_dim = 1.0;
+    POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "yarn attention factor", rope(s));
+    s.mscale_all_dim = 1e40;  // the ratio is 1 again
+    CHECK_NOTHROW(rope(s));
   }
   SECTION("llama3 frequency factors") {
     POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "high_freq_factor", rope(RopeScaling::llama3(8.0, 4.0, 4.0, 64)));
@@ -212,11 +224,15 @@ TEST_CASE("attention rejects inconsistent shapes, positions, padding and policie
     POSENC_REQUIRE_THROWS_NAMING(
         ShapeMismatch, "key_padding",
         posenc::attention(a.q, a.k, a.v, a.qp, a.kp, none, options, std::vector<std::uint8_t>{0, 0, 0}));
-    // non-finite scale
-    POSENC_REQUIRE_THROWS_NAMING(
-        InvalidParameter, "scale",
-        posenc::attention(a.q, a.k, a.v, a.qp, a.kp, none,
-                          attention_options(false, std::numeric_limits<double>::infinity(), kernel)));
+    // non-finite scale, also one finite in double but not in float (the kernels' type)
+    for (const double scale : {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN(),
+                               1e300, -1e39}) {
+      INFO("scale " << scale);
+      POSENC_REQUIRE_THROWS_NAMING(InvalidParameter, "scale",
+                                   posenc::attention(a.q, a.k, a.v, a.qp, a.kp, none,
+                                                     attention_options(false, scale, kernel)));
+    }
+    CHECK_NOTHROW(posenc::attention(a.q, a.k, a.v, a.qp, a.kp, none, attention_options(false, 1e-300, kernel)));
     // empty inputs
     FTensor<3> q0(0, 4, 8);
     POSENC_REQUIRE_THROWS_NAMING(ShapeMismatch, "q",

@@ -7,6 +7,10 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
+#include <new>
+#include <optional>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <posenc/posenc.hpp>
 #include <string>
@@ -31,9 +35,30 @@ const json& required(const json& object, const char* key) {
   return *value;
 }
 
+/// A JSON integer as int64, saturated: an integer beyond int64 (which nlohmann keeps as uint64, or
+/// as a double once it passes uint64) becomes INT64_MAX or INT64_MIN, so the library rejects it
+/// for what it is (a position or offset out of range, a size out of its domain), not as a
+/// non-integer. Other non-integers: nullopt.
+std::optional<std::int64_t> saturated_integer(const json& value) {
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr auto kMin = std::numeric_limits<std::int64_t>::min();
+  if (value.is_number_unsigned()) {
+    const auto u = value.get<std::uint64_t>();
+    return u > static_cast<std::uint64_t>(kMax) ? kMax : static_cast<std::int64_t>(u);
+  }
+  if (value.is_number_integer()) return value.get<std::int64_t>();
+  if (value.is_number_float()) {
+    const double x = value.get<double>();
+    if (x >= 0x1p63) return kMax;  // every double this large is an integer
+    if (x <= -0x1p63) return kMin;  // below int64 (-2^63 itself parses as an integer)
+  }
+  return std::nullopt;
+}
+
 Index as_int(const json& value, const char* key) {
-  if (!value.is_number_integer()) throw posenc::InvalidParameter(std::string(key) + " must be an integer, got " + value.dump());
-  return value.get<Index>();
+  const auto n = saturated_integer(value);
+  if (!n) throw posenc::InvalidParameter(std::string(key) + " must be an integer, got " + value.dump());
+  return *n;
 }
 double as_number(const json& value, const char* key) {
   if (!value.is_number()) throw posenc::InvalidParameter(std::string(key) + " must be a number, got " + value.dump());
@@ -93,10 +118,10 @@ struct Input {
 template <class T>
 T element(const json& value, const char* name) {
   if constexpr (std::is_integral_v<T>) {
-    if (!value.is_number_integer()) {
-      throw posenc::InvalidParameter(std::string(name) + " holds a non-integer entry " + value.dump());
-    }
-    return value.get<T>();
+    static_assert(std::is_same_v<T, std::int64_t>, "integer inputs are read as int64");
+    const auto n = saturated_integer(value);
+    if (!n) throw posenc::InvalidParameter(std::string(name) + " holds a non-integer entry " + value.dump());
+    return *n;
   } else {
     if (!value.is_number()) throw posenc::InvalidParameter(std::string(name) + " holds a non-number " + value.dump());
     return static_cast<T>(value.get<double>());  // exact: every input float is float32-representable
@@ -114,16 +139,16 @@ std::optional<Input<T>> optional_tensor(const json& inputs, const char* name) {
   }
   Input<T> in;
   Index count = 1;
+  bool overflow = false;  // a product past int64 cannot equal the number of values given
   for (const json& d : *shape) {
-    if (!d.is_number_integer() || d.get<Index>() < 0) {
-      throw posenc::ShapeMismatch(std::string(name) + " has a bad dimension " + d.dump());
-    }
-    in.shape.push_back(d.get<Index>());
-    count *= in.shape.back();
+    const auto dim = saturated_integer(d);
+    if (!dim || *dim < 0) throw posenc::ShapeMismatch(std::string(name) + " has a bad dimension " + d.dump());
+    in.shape.push_back(*dim);
+    overflow = overflow || __builtin_mul_overflow(count, *dim, &count);
   }
-  if (static_cast<Index>(data->size()) != count) {
-    throw posenc::ShapeMismatch(std::string(name) + " has " + std::to_string(data->size()) + " values for shape of " +
-                                std::to_string(count));
+  if (overflow || static_cast<Index>(data->size()) != count) {
+    throw posenc::ShapeMismatch(std::string(name) + " has " + std::to_string(data->size()) + " values for shape " +
+                                shape->dump());
   }
   in.data.reserve(static_cast<std::size_t>(count));
   for (const json& v : *data) in.data.push_back(element<T>(v, name));
@@ -505,5 +530,9 @@ int main(int argc, char** argv) {
     return reject("out_of_range", e.what());
   } catch (const json::exception& e) {
     return reject("invalid_param", e.what());
+  } catch (const std::length_error& e) {  // a size in its domain, too large to allocate
+    return reject("invalid_param", std::string("too large to allocate: ") + e.what());
+  } catch (const std::bad_alloc& e) {
+    return reject("invalid_param", std::string("too large to allocate: ") + e.what());
   }
 }

@@ -34,7 +34,9 @@ void check_attention_inputs(const AttentionShape& s, const Position* q_positions
     }
   }
   if (options.scale) {
-    require<InvalidParameter>(std::isfinite(*options.scale), "scale must be finite, got ", *options.scale);
+    // The kernels multiply in float: a double beyond FLT_MAX would become infinity there.
+    require<InvalidParameter>(std::isfinite(static_cast<float>(*options.scale)),
+                              "scale must be finite in float (|scale| <= 3.4e38), got ", *options.scale);
   }
   if constexpr (P::kQKRotation) {
     require<ShapeMismatch>(policy.head_dim() == s.head_dim, "the rotary policy has head_dim ", policy.head_dim(),

@@ -101,6 +101,19 @@ struct RotaryFrequencies {
 
 namespace detail {
 
+/// YaRN's m(s, k): the "mscale" attention temperature (Peng et al. 2023, eq. 22).
+inline double yarn_mscale(double scale, double k) { return scale <= 1.0 ? 1.0 : 0.1 * k * std::log(scale) + 1.0; }
+
+/// YaRN's attention factor: the explicit one, else m(factor, mscale) / m(factor, mscale_all_dim)
+/// when both are given and non-zero (DeepSeek-V2), else m(factor, 1) (HF `_compute_yarn_parameters`).
+inline double yarn_attention_factor(const RopeScaling& s) {
+  if (s.attention_factor) return *s.attention_factor;
+  if (s.mscale && s.mscale_all_dim && *s.mscale != 0.0 && *s.mscale_all_dim != 0.0) {
+    return yarn_mscale(s.factor, *s.mscale) / yarn_mscale(s.factor, *s.mscale_all_dim);
+  }
+  return yarn_mscale(s.factor, 1.0);
+}
+
 inline void validate_rope_scaling(const RopeScaling& s, Index rotary_dim) {
   using T = RopeScalingType;
   const auto needs_factor_ge_1 = [&] {
@@ -113,8 +126,10 @@ inline void validate_rope_scaling(const RopeScaling& s, Index rotary_dim) {
                               s.original_max_position_embeddings);
   };
   const auto needs_positive_attention_factor = [&] {
-    require<InvalidParameter>(!s.attention_factor || (*s.attention_factor > 0.0 && std::isfinite(*s.attention_factor)),
-                              "attention_factor must be > 0, got ", s.attention_factor.value_or(0.0));
+    // cos and sin are scaled by it in float.
+    require<InvalidParameter>(
+        !s.attention_factor || (*s.attention_factor > 0.0 && std::isfinite(static_cast<float>(*s.attention_factor))),
+        "attention_factor must be > 0 and finite in float, got ", s.attention_factor.value_or(0.0));
   };
   switch (s.type) {
     case T::kNone:
@@ -137,6 +152,13 @@ inline void validate_rope_scaling(const RopeScaling& s, Index rotary_dim) {
       require<InvalidParameter>(!s.mscale || std::isfinite(*s.mscale), "mscale must be finite");
       require<InvalidParameter>(!s.mscale_all_dim || std::isfinite(*s.mscale_all_dim), "mscale_all_dim must be finite");
       needs_positive_attention_factor();
+      {
+        // Derived from mscale / mscale_all_dim, it can still overflow float (or divide by 0).
+        const double factor = yarn_attention_factor(s);
+        require<InvalidParameter>(factor != 0.0 && std::isfinite(static_cast<float>(factor)),
+                                  "yarn attention factor m(factor, mscale) / m(factor, mscale_all_dim) must be "
+                                  "finite and non-zero in float, got ", factor);
+      }
       break;
     case T::kLlama3:
       needs_factor_ge_1();
@@ -179,8 +201,6 @@ inline std::vector<double> default_inv_freq(double base, Index rotary_dim) {
   return inv_freq;
 }
 
-/// YaRN's m(s, k): the "mscale" attention temperature (Peng et al. 2023, eq. 22).
-inline double yarn_mscale(double scale, double k) { return scale <= 1.0 ? 1.0 : 0.1 * k * std::log(scale) + 1.0; }
 
 inline RotaryFrequencies yarn_frequencies(const RopeScaling& s, double base, Index rotary_dim) {
   const double r = static_cast<double>(rotary_dim);
@@ -205,13 +225,7 @@ inline RotaryFrequencies yarn_frequencies(const RopeScaling& s, double base, Ind
     const double extrapolated = f.inv_freq[i];
     f.inv_freq[i] = extrapolated / s.factor * ramp + extrapolated * (1.0 - ramp);
   }
-  if (s.attention_factor) {
-    f.attention_factor = *s.attention_factor;
-  } else if (s.mscale && s.mscale_all_dim && *s.mscale != 0.0 && *s.mscale_all_dim != 0.0) {
-    f.attention_factor = yarn_mscale(s.factor, *s.mscale) / yarn_mscale(s.factor, *s.mscale_all_dim);
-  } else {
-    f.attention_factor = yarn_mscale(s.factor, 1.0);
-  }
+  f.attention_factor = yarn_attention_factor(s);
   return f;
 }
 
