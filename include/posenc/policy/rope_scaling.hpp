@@ -201,7 +201,6 @@ inline std::vector<double> default_inv_freq(double base, Index rotary_dim) {
   return inv_freq;
 }
 
-
 inline RotaryFrequencies yarn_frequencies(const RopeScaling& s, double base, Index rotary_dim) {
   const double r = static_cast<double>(rotary_dim);
   const double orig = static_cast<double>(s.original_max_position_embeddings);
