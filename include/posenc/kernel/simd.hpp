@@ -19,13 +19,21 @@
 
 namespace posenc::kernel::simd {
 
-#if defined(__AVX512F__)
-inline constexpr int kFloatLanes = 16;
+// The vector width in float lanes. POSENC_SIMD_FLOAT_LANES (4, 8 or 16) overrides it, for tests:
+// GCC splits a vector wider than the target's registers into several, so a -mavx2 build with 16
+// lanes runs the AVX-512 kernels' logic (tile shapes, tails, shuffles) on a CPU without AVX-512.
+#if defined(POSENC_SIMD_FLOAT_LANES)
+#define POSENC_FLOAT_LANES POSENC_SIMD_FLOAT_LANES
+#elif defined(__AVX512F__)
+#define POSENC_FLOAT_LANES 16
 #elif defined(__AVX__)
-inline constexpr int kFloatLanes = 8;
+#define POSENC_FLOAT_LANES 8
 #else
-inline constexpr int kFloatLanes = 4;
+#define POSENC_FLOAT_LANES 4
 #endif
+static_assert(POSENC_FLOAT_LANES == 4 || POSENC_FLOAT_LANES == 8 || POSENC_FLOAT_LANES == 16,
+              "POSENC_SIMD_FLOAT_LANES must be 4, 8 or 16");
+inline constexpr int kFloatLanes = POSENC_FLOAT_LANES;
 inline constexpr int kDoubleLanes = kFloatLanes / 2;
 
 using FloatVec = float __attribute__((vector_size(kFloatLanes * sizeof(float))));
@@ -51,9 +59,11 @@ template <class V>
 POSENC_ALWAYS_INLINE V load_once(const void* p) {
   V v = load<V>(p);
 #if defined(__AVX512F__)
-  __asm__("" : "+v"(v));  // an empty asm that must see v in a register (any of the 32): no refolding
+  if constexpr (sizeof(V) <= 64) __asm__("" : "+v"(v));  // an empty asm that must see v in a register (any of the 32): no refolding
+#elif defined(__AVX__)
+  if constexpr (sizeof(V) <= 32) __asm__("" : "+x"(v));  // (a wider, emulated vector spans several registers)
 #elif defined(__SSE__)
-  __asm__("" : "+x"(v));
+  if constexpr (sizeof(V) <= 16) __asm__("" : "+x"(v));
 #endif
   return v;
 }
@@ -76,22 +86,22 @@ constexpr FloatVec alternating_sign(std::index_sequence<I...>) {
 // Horizontal sum and maximum, halving the vector log2(lanes) times.
 using Float2 = float __attribute__((vector_size(8)));
 using Float4 = float __attribute__((vector_size(16)));
-#if defined(__AVX__)
+#if POSENC_FLOAT_LANES >= 8
 using Float8 = float __attribute__((vector_size(32)));
 #endif
-#if defined(__AVX512F__)
+#if POSENC_FLOAT_LANES >= 16
 using Float16 = float __attribute__((vector_size(64)));
 #endif
 POSENC_ALWAYS_INLINE float reduce_sum(Float2 v) { return v[0] + v[1]; }
 POSENC_ALWAYS_INLINE float reduce_sum(Float4 v) {
   return reduce_sum(__builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3));
 }
-#if defined(__AVX__)
+#if POSENC_FLOAT_LANES >= 8
 POSENC_ALWAYS_INLINE float reduce_sum(Float8 v) {
   return reduce_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
 }
 #endif
-#if defined(__AVX512F__)
+#if POSENC_FLOAT_LANES >= 16
 POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
   return reduce_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -102,7 +112,7 @@ POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
 /// instead of three halvings each); otherwise one at a time.
 template <int N>
 POSENC_ALWAYS_INLINE void reduce_sums(const FloatVec (&v)[N], float* sums) {
-#if defined(__AVX__) && !defined(__AVX512F__)
+#if POSENC_FLOAT_LANES == 8
   if constexpr (N == 8) {
     // [a0+a1 a2+a3 b0+b1 b2+b3 | a4+a5 a6+a7 b4+b5 b6+b7], as vhaddps does within each 128-bit half
     const auto pair_add = [](Float8 a, Float8 b) {
@@ -128,12 +138,12 @@ POSENC_ALWAYS_INLINE float reduce_max(Float2 v) { return v[0] > v[1] ? v[0] : v[
 POSENC_ALWAYS_INLINE float reduce_max(Float4 v) {
   return reduce_max(max(__builtin_shufflevector(v, v, 0, 1), __builtin_shufflevector(v, v, 2, 3)));
 }
-#if defined(__AVX__)
+#if POSENC_FLOAT_LANES >= 8
 POSENC_ALWAYS_INLINE float reduce_max(Float8 v) {
   return reduce_max(max(__builtin_shufflevector(v, v, 0, 1, 2, 3), __builtin_shufflevector(v, v, 4, 5, 6, 7)));
 }
 #endif
-#if defined(__AVX512F__)
+#if POSENC_FLOAT_LANES >= 16
 POSENC_ALWAYS_INLINE float reduce_max(Float16 v) {
   return reduce_max(max(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
                         __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
