@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what posenc's build, tests, examples and benchmarks need on Debian/Ubuntu (idempotent:
-# does nothing when everything is there). Run as root, or it uses sudo.
+# does nothing when everything is there). Run as root, or it uses sudo. Extra packages may be named
+# as arguments (CI: `install-deps.sh clang` for the clang build of the tests).
 set -euo pipefail
-packages=(cmake g++ make python3 libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev)
+packages=(cmake g++ make python3 libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

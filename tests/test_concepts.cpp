@@ -54,10 +54,11 @@ struct EmbeddingWithoutAdd : posenc::EncodingBase {
 };
 
 /// Implements a complete score-bias hook but does not derive from EncodingBase.
+/// (The flags are never read: the concepts reject it on the base class first.)
 struct NotDerived {
-  static constexpr bool kInputEmbedding = false;
-  static constexpr bool kQKRotation = false;
-  static constexpr bool kScoreBias = true;
+  [[maybe_unused]] static constexpr bool kInputEmbedding = false;
+  [[maybe_unused]] static constexpr bool kQKRotation = false;
+  [[maybe_unused]] static constexpr bool kScoreBias = true;
   void check_heads(Index) const {}
   template <class T>
   void add_bias_row(Index, Position, const Position*, Index, T*) const {}
