@@ -36,6 +36,21 @@ void check_lanes(const std::vector<float>& got, const std::vector<float>& want, 
 
 }  // namespace
 
+TEST_CASE("the vector width follows the compile flags, or POSENC_SIMD_FLOAT_LANES", "[kernels]") {
+#if defined(POSENC_SIMD_FLOAT_LANES)
+  constexpr int expected = POSENC_SIMD_FLOAT_LANES;
+#elif defined(__AVX512F__)
+  constexpr int expected = 16;
+#elif defined(__AVX__)
+  constexpr int expected = 8;
+#else
+  constexpr int expected = 4;
+#endif
+  STATIC_REQUIRE(simd::kFloatLanes == expected);
+  STATIC_REQUIRE(sizeof(simd::FloatVec) == expected * sizeof(float));
+  STATIC_REQUIRE(simd::kDoubleLanes * 2 == simd::kFloatLanes);
+}
+
 TEST_CASE("vector RoPE kernels match the scalar kernels at awkward sizes", "[kernels]") {
   std::mt19937 rng(101);
   std::vector<Index> sizes = awkward_sizes(simd::kFloatLanes);
