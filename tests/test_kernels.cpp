@@ -122,6 +122,67 @@ TEST_CASE("per-token RoPE kernels equal the per-row scalar kernel on every head"
   }
 }
 
+TEST_CASE("out-of-place RoPE kernels equal the in-place ones and leave their input unchanged", "[kernels]") {
+  // Rows head_dim = 2 * pairs + 5 apart; out of place, the 5 pass-through dims of `out` are the
+  // caller's (RoPE copies them) and must stay as they were.
+  std::mt19937 rng(104);
+  std::vector<Index> sizes = awkward_sizes(simd::kFloatLanes);
+  for (Index n : awkward_sizes(simd::kDoubleLanes)) sizes.push_back(n);
+  for (Index n : {16, 32, 64, 48}) sizes.push_back(n);
+  for (const Index pairs : sizes) {
+    for (const Index heads : {Index{1}, Index{3}}) {
+      INFO("pairs " << pairs << ", heads " << heads << " (lanes " << simd::kFloatLanes << ")");
+      const Index stride = 2 * pairs + 5;
+      const std::vector<float> x = random_floats(rng, heads * stride);
+      const std::vector<float> cos = random_floats(rng, pairs), sin = random_floats(rng, pairs);
+      const std::vector<float> untouched(x.size(), 7.0f);
+      const auto check_out_of_place = [&](const std::vector<float>& in_place, const std::vector<float>& in,
+                                          const std::vector<float>& out, double tolerance) {
+        CHECK(in == x);
+        for (Index h = 0; h < heads; ++h) {
+          for (Index i = 0; i < stride; ++i) {
+            const auto at = static_cast<std::size_t>(h * stride + i);
+            if (i < 2 * pairs) {
+              CHECK(std::fabs(double{out[at]} - double{in_place[at]}) <= tolerance);
+            } else {
+              CHECK(out[at] == 7.0f);
+            }
+          }
+        }
+      };
+      {
+        std::vector<float> in_place = x, in = x, out = untouched, scalar_out = untouched;
+        simd::rotate_half_heads(in_place.data(), heads, stride, cos.data(), sin.data(), pairs);
+        simd::rotate_half_heads(in.data(), out.data(), heads, stride, cos.data(), sin.data(), pairs);
+        check_out_of_place(in_place, in, out, 0.0);  // the same arithmetic, bit for bit
+        for (Index h = 0; h < heads; ++h)
+          scalar::rotate_half(in.data() + h * stride, scalar_out.data() + h * stride, cos.data(), sin.data(), pairs);
+        check_out_of_place(in_place, in, scalar_out, 2e-7);
+        if (heads == 1) {
+          std::vector<float> row_out = untouched;
+          simd::rotate_half(in.data(), row_out.data(), cos.data(), sin.data(), pairs);
+          check_out_of_place(in_place, in, row_out, 0.0);
+        }
+      }
+      {
+        std::vector<float> in_place = x, in = x, out = untouched, scalar_out = untouched;
+        simd::rotate_interleaved_heads(in_place.data(), heads, stride, cos.data(), sin.data(), pairs);
+        simd::rotate_interleaved_heads(in.data(), out.data(), heads, stride, cos.data(), sin.data(), pairs);
+        check_out_of_place(in_place, in, out, 0.0);
+        for (Index h = 0; h < heads; ++h)
+          scalar::rotate_interleaved(in.data() + h * stride, scalar_out.data() + h * stride, cos.data(), sin.data(),
+                                     pairs);
+        check_out_of_place(in_place, in, scalar_out, 2e-7);
+        if (heads == 1) {
+          std::vector<float> row_out = untouched;
+          simd::rotate_interleaved(in.data(), row_out.data(), cos.data(), sin.data(), pairs);
+          check_out_of_place(in_place, in, row_out, 0.0);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("vector sincos is accurate to 1e-10 over [-2^32, 2^32]", "[kernels]") {
   std::mt19937_64 rng(102);
   std::vector<double> angles = {0.0,

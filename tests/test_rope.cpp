@@ -286,6 +286,63 @@ TEST_CASE("RoPE rotate() and apply() agree and rotate() leaves its input alone",
   CHECK(finite_max_abs_diff(y, v) > 1e-4);
 }
 
+TEST_CASE("RoPE apply_into equals apply bit for bit in every form and leaves x alone", "[rope]") {
+  // Widths with a compile-time kernel (rotary 128, 32) and without (8), whole and partial heads.
+  std::mt19937 rng(23);
+  const std::vector<Position> positions = {7, 0, 3, 4, 5, 6, 40};
+  for (const auto& widths : {std::pair<Index, Index>{128, 128}, {64, 32}, {10, 8}}) {
+    const Index head_dim = widths.first, rotary_dim = widths.second;  // (lambdas below capture them)
+    for (const RopeLayout layout : kLayouts) {
+      for (const bool attached : {false, true}) {
+        INFO("head_dim " << head_dim << ", rotary_dim " << rotary_dim << ", layout " << layout_name(layout)
+                         << (attached ? ", with_cache" : ""));
+        posenc::RoPE rope = make_rope(head_dim, rotary_dim, layout, posenc::RopeScaling::yarn(4.0, 16));
+        if (attached) rope = rope.with_cache(64);
+        const FTensor<3> x = random_tensor<3>(rng, {7, 3, head_dim});
+        const posenc::RotaryCache cache = rope.cache(64);
+        const auto rotated_in_place = [&](auto&&... frequencies_or_cache) {
+          FTensor<3> y = x;
+          rope.apply(y, positions, frequencies_or_cache...);
+          return y;
+        };
+        const auto rotated_into = [&](auto&&... frequencies_or_cache) {
+          FTensor<3> out(7, 3, head_dim);
+          out.setConstant(std::numeric_limits<float>::quiet_NaN());  // every entry must be written
+          const FTensor<3> input = x;
+          rope.apply_into(input, positions, frequencies_or_cache..., out);
+          CHECK(max_abs_diff(input, x) == 0.0);
+          return out;
+        };
+        CHECK(max_abs_diff(rotated_into(), rotated_in_place()) == 0.0);
+        CHECK(max_abs_diff(rotated_into(rope.rotation(100)), rotated_in_place(rope.rotation(100))) == 0.0);
+        CHECK(max_abs_diff(rotated_into(cache), rotated_in_place(cache)) == 0.0);
+        CHECK(max_abs_diff(rope.rotate(x, positions), rotated_in_place()) == 0.0);
+        // out may be x itself: then it is apply().
+        FTensor<3> same = x;
+        rope.apply_into(same, positions, same);
+        CHECK(max_abs_diff(same, rotated_in_place()) == 0.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("RoPE apply_into rejects an out of another shape or overlapping x", "[rope][errors]") {
+  const posenc::RoPE rope = make_rope(8, 8, RopeLayout::kHalf);
+  const std::vector<Position> positions = {0, 1};
+  std::vector<float> buffer(3 * 8, 0.5f);
+  const posenc::TensorRef<const float, 3> x(buffer.data(), {2, 1, 8});
+  FTensor<3> wrong(2, 2, 8);
+  POSENC_REQUIRE_THROWS_NAMING(posenc::ShapeMismatch, "out", rope.apply_into(x, positions, wrong));
+  const posenc::TensorRef<float, 3> shifted(buffer.data() + 4, {2, 1, 8});  // shares 12 floats with x
+  POSENC_REQUIRE_THROWS_NAMING(posenc::InvalidParameter, "out overlaps x", rope.apply_into(x, positions, shifted));
+  const posenc::TensorRef<float, 3> after(buffer.data() + 16, {1, 1, 8});
+  const posenc::TensorRef<const float, 3> first(buffer.data(), {1, 1, 8});
+  CHECK_NOTHROW(rope.apply_into(first, std::vector<Position>{3}, after));  // adjacent, not overlapping
+  const posenc::RotaryCache cache = rope.cache(1);
+  FTensor<3> out(2, 1, 8);
+  POSENC_REQUIRE_THROWS_NAMING(posenc::PositionOutOfRange, "positions", rope.apply_into(x, positions, cache, out));
+}
+
 TEST_CASE("RoPE cos/sin cache: apply(x, positions, cache) equals apply with the same frequencies", "[rope]") {
   std::mt19937 rng(20);
   for (const auto& [name, scaling] : all_scalings(8)) {

@@ -8,8 +8,10 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <ranges>
 #include <type_traits>
+#include <utility>
 #include <unsupported/Eigen/CXX11/Tensor>
 
 #include "posenc/config.hpp"
@@ -128,6 +130,24 @@ void require_shape(const TensorRef<T, Rank>& t, const char* name, const std::typ
   if (ok) return;  // the message allocates: built only on failure (an attention call checks 3 to 5 shapes)
   throw ShapeMismatch(concat(name, " must have shape ", layout, " = ", shape_string(want.data(), Rank),
                              " (-1: any), got ", shape_string(t)));
+}
+
+/// Throws InvalidParameter if the elements of `out` and `in` overlap, unless `allow_same` and they
+/// are the same tensor (an in-place call).
+template <class T, class U, int Rank, int RankIn>
+void require_disjoint(const TensorRef<T, Rank>& out, const char* out_name, const TensorRef<U, RankIn>& in,
+                      const char* in_name, bool allow_same = false) {
+  const auto span_of = [](const auto& t) {
+    Index n = 1;
+    for (Index d : t.dims()) n *= d;
+    const auto begin = reinterpret_cast<std::uintptr_t>(t.data());
+    return std::pair{begin, begin + static_cast<std::uintptr_t>(n) * sizeof(*t.data())};
+  };
+  const auto [out_begin, out_end] = span_of(out);
+  const auto [in_begin, in_end] = span_of(in);
+  if (out_begin >= in_end || in_begin >= out_end) return;
+  if (allow_same && out_begin == in_begin && out_end == in_end) return;
+  throw InvalidParameter(concat(out_name, " overlaps ", in_name, allow_same ? " (it must be the same tensor or disjoint from it)" : " (they must be disjoint)"));
 }
 
 }  // namespace detail

@@ -53,6 +53,24 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(T* x, Index heads, Index stri
   for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(x + h * stride, cos, sin, pairs);
 }
 
+/// Out of place: the rows in + h * stride rotated into out + h * stride. `out` must not overlap `in`.
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_half_heads(const T* in, T* out, Index heads, Index stride, const T* cos, const T* sin,
+                                            Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_half_heads(in, out, heads, stride, cos, sin, pairs);
+#endif
+  for (Index h = 0; h < heads; ++h) scalar::rotate_half(in + h * stride, out + h * stride, cos, sin, pairs);
+}
+template <class T>
+POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const T* in, T* out, Index heads, Index stride, const T* cos,
+                                                   const T* sin, Index pairs) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(in, out, heads, stride, cos, sin, pairs);
+#endif
+  for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(in + h * stride, out + h * stride, cos, sin, pairs);
+}
+
 inline void add_alibi_ramp(float* row, double slope, Position distance0, Index n) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   simd::add_alibi_ramp(row, slope, distance0, n);

@@ -34,6 +34,24 @@ void rotate_interleaved(T* POSENC_RESTRICT x, const T* POSENC_RESTRICT cos, cons
   }
 }
 
+/// Out-of-place forms: out = `in` rotated, `in` unchanged; the two rows must not overlap.
+template <class T>
+void rotate_half(const T* POSENC_RESTRICT in, T* POSENC_RESTRICT out, const T* POSENC_RESTRICT cos,
+                 const T* POSENC_RESTRICT sin, Index pairs) {
+  for (Index i = 0; i < pairs; ++i) {
+    out[i] = in[i] * cos[i] - in[i + pairs] * sin[i];
+    out[i + pairs] = in[i + pairs] * cos[i] + in[i] * sin[i];
+  }
+}
+template <class T>
+void rotate_interleaved(const T* POSENC_RESTRICT in, T* POSENC_RESTRICT out, const T* POSENC_RESTRICT cos,
+                        const T* POSENC_RESTRICT sin, Index pairs) {
+  for (Index i = 0; i < pairs; ++i) {
+    out[2 * i] = in[2 * i] * cos[i] - in[2 * i + 1] * sin[i];
+    out[2 * i + 1] = in[2 * i + 1] * cos[i] + in[2 * i] * sin[i];
+  }
+}
+
 /// cos/sin of position * inv_freq[i], times attention_factor, for i < pairs: angles in double
 /// (positions reach 1e7; a float angle is off by up to 0.5 rad there), libm's cos/sin.
 template <class T>

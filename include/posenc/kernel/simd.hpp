@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "posenc/config.hpp"
@@ -151,110 +152,154 @@ POSENC_ALWAYS_INLINE float reduce_max(Float16 v) {
 #endif
 
 namespace detail {
-/// One row of half-layout RoPE, for a rotary width fixed at compile time (Pairs > 0) or not
-/// (Pairs == 0): with a fixed width the loop unrolls and, inlined in a loop over heads, the
-/// cos/sin vectors stay in registers.
+/// One row of half-layout RoPE from `in` to `out`, which is either the same row (in place) or
+/// disjoint from it: each step reads its lanes before it writes them. With a rotary width fixed at
+/// compile time (Pairs > 0) the loop unrolls and, inlined in a loop over heads, the cos/sin
+/// vectors stay in registers; Pairs == 0 takes the width at run time.
 template <Index Pairs>
-POSENC_ALWAYS_INLINE void rotate_half_row(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos,
+POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
                                           const float* POSENC_RESTRICT sin, Index runtime_pairs) {
   const Index pairs = Pairs > 0 ? Pairs : runtime_pairs;
   const Index whole = pairs / kFloatLanes * kFloatLanes;
-  float* POSENC_RESTRICT second = x + pairs;
   for (Index i = 0; i < whole; i += kFloatLanes) {
-    const FloatVec a = load<FloatVec>(x + i);
-    const FloatVec b = load<FloatVec>(second + i);
+    const FloatVec a = load<FloatVec>(in + i);
+    const FloatVec b = load<FloatVec>(in + pairs + i);
     const FloatVec c = load<FloatVec>(cos + i);
     const FloatVec s = load<FloatVec>(sin + i);
-    store(x + i, a * c - b * s);
-    store(second + i, b * c + a * s);
+    store(out + i, a * c - b * s);
+    store(out + pairs + i, b * c + a * s);
   }
   for (Index i = whole; i < pairs; ++i) {
-    const float a = x[i];
-    const float b = second[i];
-    x[i] = a * cos[i] - b * sin[i];
-    second[i] = b * cos[i] + a * sin[i];
+    const float a = in[i];
+    const float b = in[pairs + i];
+    out[i] = a * cos[i] - b * sin[i];
+    out[pairs + i] = b * cos[i] + a * sin[i];
+  }
+}
+
+/// One row of interleaved-layout RoPE, `in` to `out` as rotate_half_row:
+/// y = x * [c c] + swap_pairs(x) * [-s s].
+POSENC_ALWAYS_INLINE void rotate_interleaved_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
+                                                 const float* POSENC_RESTRICT sin, Index pairs) {
+  constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
+  constexpr FloatVec sign = alternating_sign(lanes);
+  Index i = 0;
+  for (; i + kDoubleLanes <= pairs; i += kDoubleLanes) {
+    const FloatVec v = load<FloatVec>(in + 2 * i);
+    const FloatVec c = duplicate_pairs(load<HalfFloatVec>(cos + i), lanes);
+    const FloatVec s = duplicate_pairs(load<HalfFloatVec>(sin + i), lanes) * sign;
+    store(out + 2 * i, v * c + swap_pairs(v, lanes) * s);
+  }
+  for (; i < pairs; ++i) {
+    const float a = in[2 * i];
+    const float b = in[2 * i + 1];
+    out[2 * i] = a * cos[i] - b * sin[i];
+    out[2 * i + 1] = b * cos[i] + a * sin[i];
   }
 }
 }  // namespace detail
 
 /// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
 inline void rotate_half(float* x, const float* cos, const float* sin, Index pairs) {
-  detail::rotate_half_row<0>(x, cos, sin, pairs);
+  detail::rotate_half_row<0>(x, x, cos, sin, pairs);
+}
+/// Out of place: out = `in` rotated. `in` and `out` are the same row or do not overlap.
+inline void rotate_half(const float* in, float* out, const float* cos, const float* sin, Index pairs) {
+  detail::rotate_half_row<0>(in, out, cos, sin, pairs);
 }
 
-/// RoPE, interleaved layout: pair (x[2i], x[2i+1]). y = x * [c c] + swap_pairs(x) * [-s s].
-inline void rotate_interleaved(float* POSENC_RESTRICT x, const float* POSENC_RESTRICT cos,
-                               const float* POSENC_RESTRICT sin, Index pairs) {
-  constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
-  constexpr FloatVec sign = detail::alternating_sign(lanes);
-  Index i = 0;
-  for (; i + kDoubleLanes <= pairs; i += kDoubleLanes) {
-    const FloatVec v = load<FloatVec>(x + 2 * i);
-    const FloatVec c = detail::duplicate_pairs(load<HalfFloatVec>(cos + i), lanes);
-    const FloatVec s = detail::duplicate_pairs(load<HalfFloatVec>(sin + i), lanes) * sign;
-    store(x + 2 * i, v * c + detail::swap_pairs(v, lanes) * s);
-  }
-  scalar::rotate_interleaved(x + 2 * i, cos + i, sin + i, pairs - i);
+/// RoPE, interleaved layout: pair (x[2i], x[2i+1]).
+inline void rotate_interleaved(float* x, const float* cos, const float* sin, Index pairs) {
+  detail::rotate_interleaved_row(x, x, cos, sin, pairs);
+}
+/// Out of place, as rotate_half.
+inline void rotate_interleaved(const float* in, float* out, const float* cos, const float* sin, Index pairs) {
+  detail::rotate_interleaved_row(in, out, cos, sin, pairs);
 }
 
 namespace detail {
 /// rotate_half_heads for a compile-time (Pairs > 0) or run-time rotary width.
 template <Index Pairs>
-POSENC_ALWAYS_INLINE void rotate_half_heads(float* POSENC_RESTRICT x, Index heads, Index stride,
+POSENC_ALWAYS_INLINE void rotate_half_heads(const float* in, float* out, Index heads, Index stride,
                                             const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                                             Index runtime_pairs) {
-  for (Index h = 0; h < heads; ++h) rotate_half_row<Pairs>(x + h * stride, cos, sin, runtime_pairs);
+  for (Index h = 0; h < heads; ++h) rotate_half_row<Pairs>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
 }
 
-/// rotate_interleaved_heads for a rotary width fixed at compile time (a multiple of the lanes):
-/// the pair-duplicated cos and signed sin (a cross-lane shuffle each) are formed once per token.
+/// rotate_interleaved_heads. For a rotary width fixed at compile time (Pairs > 0, a multiple of
+/// the lanes) the pair-duplicated cos and signed sin (a cross-lane shuffle each) are formed once
+/// per token.
 template <Index Pairs>
-POSENC_ALWAYS_INLINE void rotate_interleaved_heads(float* POSENC_RESTRICT x, Index heads, Index stride,
-                                                   const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin) {
-  static_assert(Pairs % kDoubleLanes == 0);
-  constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
-  constexpr FloatVec sign = alternating_sign(lanes);
-  constexpr Index kVectors = Pairs / kDoubleLanes;
-  FloatVec c[kVectors], s[kVectors];
-#pragma GCC unroll 16
-  for (Index v = 0; v < kVectors; ++v) {
-    c[v] = duplicate_pairs(load<HalfFloatVec>(cos + v * kDoubleLanes), lanes);
-    s[v] = duplicate_pairs(load<HalfFloatVec>(sin + v * kDoubleLanes), lanes) * sign;
-  }
-  for (Index h = 0; h < heads; ++h) {
-    float* POSENC_RESTRICT row = x + h * stride;
+POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, Index heads, Index stride,
+                                                   const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
+                                                   Index runtime_pairs) {
+  if constexpr (Pairs == 0) {
+    for (Index h = 0; h < heads; ++h) rotate_interleaved_row(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
+  } else {
+    static_assert(Pairs % kDoubleLanes == 0);
+    constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
+    constexpr FloatVec sign = alternating_sign(lanes);
+    constexpr Index kVectors = Pairs / kDoubleLanes;
+    FloatVec c[kVectors], s[kVectors];
 #pragma GCC unroll 16
     for (Index v = 0; v < kVectors; ++v) {
-      const FloatVec value = load<FloatVec>(row + v * kFloatLanes);
-      store(row + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
+      c[v] = duplicate_pairs(load<HalfFloatVec>(cos + v * kDoubleLanes), lanes);
+      s[v] = duplicate_pairs(load<HalfFloatVec>(sin + v * kDoubleLanes), lanes) * sign;
     }
+    for (Index h = 0; h < heads; ++h) {
+      const float* row_in = in + h * stride;
+      float* row_out = out + h * stride;
+#pragma GCC unroll 16
+      for (Index v = 0; v < kVectors; ++v) {
+        const FloatVec value = load<FloatVec>(row_in + v * kFloatLanes);
+        store(row_out + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
+      }
+    }
+  }
+}
+
+/// Calls rotate(std::integral_constant<Index, P>{}) with P = pairs for the common rotary widths
+/// (head_dim 64, 128 and the partial 32), which then get a fully unrolled row, else P = 0.
+template <class Rotate>
+POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Rotate&& rotate) {
+  switch (pairs) {
+    case 16: return rotate(std::integral_constant<Index, 16>{});
+    case 32: return rotate(std::integral_constant<Index, 32>{});
+    case 64: return rotate(std::integral_constant<Index, 64>{});
+    default: return rotate(std::integral_constant<Index, 0>{});
   }
 }
 }  // namespace detail
 
 /// RoPE of the `heads` rows at x + h * stride (the heads of one token), which share one cos/sin
-/// row; half layout. Rows are visited in memory order (in-place RoPE is memory-bound and the
-/// prefetcher follows a forward stream). The common rotary widths (head_dim 64, 128 and the
-/// partial 32) get a fully unrolled row.
+/// row, in place; half layout. Rows are visited in memory order (in-place RoPE is memory-bound
+/// and the prefetcher follows a forward stream).
 inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs) {
-  switch (pairs) {
-    case 16: return detail::rotate_half_heads<16>(x, heads, stride, cos, sin, pairs);
-    case 32: return detail::rotate_half_heads<32>(x, heads, stride, cos, sin, pairs);
-    case 64: return detail::rotate_half_heads<64>(x, heads, stride, cos, sin, pairs);
-    default: return detail::rotate_half_heads<0>(x, heads, stride, cos, sin, pairs);
-  }
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_half_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
+  });
+}
+/// Out of place: the rows in + h * stride rotated into out + h * stride, which do not overlap them.
+/// (A separate function from the in-place one, where the compiler knows that out is in.)
+inline void rotate_half_heads(const float* in, float* out, Index heads, Index stride, const float* cos,
+                              const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_half_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
+  });
 }
 
 /// Interleaved layout of rotate_half_heads.
 inline void rotate_interleaved_heads(float* x, Index heads, Index stride, const float* cos, const float* sin,
                                      Index pairs) {
-  switch (pairs) {
-    case 16: return detail::rotate_interleaved_heads<16>(x, heads, stride, cos, sin);
-    case 32: return detail::rotate_interleaved_heads<32>(x, heads, stride, cos, sin);
-    case 64: return detail::rotate_interleaved_heads<64>(x, heads, stride, cos, sin);
-    default:
-      for (Index h = 0; h < heads; ++h) rotate_interleaved(x + h * stride, cos, sin, pairs);
-  }
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_interleaved_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
+  });
+}
+inline void rotate_interleaved_heads(const float* in, float* out, Index heads, Index stride, const float* cos,
+                                     const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_interleaved_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
+  });
 }
 
 /// e^x for x <= 0 (softmax weights), relative error ~2e-7; x < -87 (incl. -inf) gives 0.

@@ -104,10 +104,34 @@ class RoPE : public EncodingBase {
     rotate_unchecked(x.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
   }
 
+  /// Out-of-place forms of apply(): out = x rotated, in one pass (x is read once, out written
+  /// once); x is left as it is. out has x's shape and is either x itself (then this is apply())
+  /// or disjoint from it. E.g. new keys rotated straight into a KV cache's slots.
+  void apply_into(TensorRef<const float, 3> x, PositionsRef positions, TensorRef<float, 3> out) const {
+    check_arguments(x, positions, out);
+    const auto span = detail::as_span(positions);
+    rotate_impl(x.data(), out.data(), x.dim(0), x.dim(1), positions.data(), rotation(detail::sequence_length(span)));
+  }
+  void apply_into(TensorRef<const float, 3> x, PositionsRef positions, const RotaryFrequencies& frequencies,
+                  TensorRef<float, 3> out) const {
+    check_arguments(x, positions, out);
+    check_frequencies(frequencies);
+    rotate_impl(x.data(), out.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
+  }
+  void apply_into(TensorRef<const float, 3> x, PositionsRef positions, const RotaryCache& cache,
+                  TensorRef<float, 3> out) const {
+    check_arguments(x, positions, out);
+    check_cache(cache, positions);
+    rotate_rows(x.data(), out.data(), x.dim(0), x.dim(1), [&](Index t, const float*& cos, const float*& sin) {
+      cos = cache.cos_row(positions.data()[t]);
+      sin = cache.sin_row(positions.data()[t]);
+    });
+  }
+
   /// Out-of-place form of apply(): returns the rotated copy of x.
   Tensor<float, 3> rotate(TensorRef<const float, 3> x, PositionsRef positions) const {
-    Tensor<float, 3> y = x.map();
-    apply(y, positions);
+    Tensor<float, 3> y(x.dim(0), x.dim(1), x.dim(2));
+    apply_into(x, positions, y);
     return y;
   }
 
@@ -140,13 +164,8 @@ class RoPE : public EncodingBase {
   /// must be < cache.size().
   void apply(TensorRef<float, 3> x, PositionsRef positions, const RotaryCache& cache) const {
     check_arguments(x, positions);
-    detail::require<InvalidParameter>(cache.pairs() == rotary_dim() / 2, "cache holds ", cache.pairs(),
-                                      " pairs per position, rotary_dim/2 = ", rotary_dim() / 2);
-    for (Index t = 0; t < positions.dim(0); ++t) {
-      detail::require<PositionOutOfRange>(positions.data()[t] < cache.size(), "positions[", t, "] = ",
-                                          positions.data()[t], " is past the cache (size ", cache.size(), ")");
-    }
-    rotate_rows(x.data(), x.dim(0), x.dim(1), [&](Index t, const float*& cos, const float*& sin) {
+    check_cache(cache, positions);
+    rotate_rows(x.data(), x.data(), x.dim(0), x.dim(1), [&](Index t, const float*& cos, const float*& sin) {
       cos = cache.cos_row(positions.data()[t]);
       sin = cache.sin_row(positions.data()[t]);
     });
@@ -186,6 +205,14 @@ class RoPE : public EncodingBase {
   template <class T>
   void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions,
                         const RotaryFrequencies& frequencies) const {
+    rotate_impl(x, x, tokens, heads, positions, frequencies);
+  }
+
+ private:
+  // rotate_unchecked from `in` to `out` (the same rows, or disjoint ones).
+  template <class T>
+  void rotate_impl(const T* in, T* out, Index tokens, Index heads, const Position* positions,
+                   const RotaryFrequencies& frequencies) const {
     const Index pairs = rotary_dim() / 2;
     const double max_inv_freq = max_frequency(frequencies);
     const RotaryCache* table = nullptr;
@@ -203,7 +230,7 @@ class RoPE : public EncodingBase {
     };
     if constexpr (std::is_same_v<T, float>) {
       kernel::RotaryRows rows(frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, pairs);
-      rotate_rows(x, tokens, heads, [&](Index t, const float*& cos, const float*& sin) {
+      rotate_rows(in, out, tokens, heads, [&](Index t, const float*& cos, const float*& sin) {
         if (table != nullptr && positions[t] < table->size()) {
           cos = table->cos_row(positions[t]);
           sin = table->sin_row(positions[t]);
@@ -218,7 +245,7 @@ class RoPE : public EncodingBase {
         sin = sin_row.data();
       });
     } else {  // double: the reference path computes every row directly
-      rotate_rows(x, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
+      rotate_rows(in, out, tokens, heads, [&](Index t, const T*& cos, const T*& sin) {
         direct_row(positions[t]);
         cos = cos_row.data();
         sin = sin_row.data();
@@ -226,28 +253,35 @@ class RoPE : public EncodingBase {
     }
   }
 
- private:
-  // For each token t: cos_sin_of(t, cos, sin) points cos/sin at its row, then every head rotates.
+  // For each token t: cos_sin_of(t, cos, sin) points cos/sin at its row, then every head of the
+  // token is rotated from `in` into `out` (in place when they are the same; out of place, the
+  // dims past rotary_dim are copied).
   template <class T, class CosSinOf>
-  void rotate_rows(T* x, Index tokens, Index heads, CosSinOf&& cos_sin_of) const {
+  void rotate_rows(const T* in, T* out, Index tokens, Index heads, CosSinOf&& cos_sin_of) const {
     const Index pairs = rotary_dim() / 2;
     const Index d = head_dim();
+    const Index pass_through = d - 2 * pairs;
     const auto each_token = [&](auto rotate_heads) {
       for (Index t = 0; t < tokens; ++t) {
         const T* cos = nullptr;
         const T* sin = nullptr;
         cos_sin_of(t, cos, sin);
-        rotate_heads(x + t * heads * d, heads, d, cos, sin, pairs);
+        const T* token_in = in + t * heads * d;
+        T* token_out = out + t * heads * d;
+        if (in == out) {
+          rotate_heads(token_out, heads, d, cos, sin, pairs);
+          continue;
+        }
+        rotate_heads(token_in, token_out, heads, d, cos, sin, pairs);
+        for (Index h = 0; pass_through > 0 && h < heads; ++h) {
+          std::copy(token_in + h * d + 2 * pairs, token_in + (h + 1) * d, token_out + h * d + 2 * pairs);
+        }
       }
     };
     if (layout() == RopeLayout::kHalf) {
-      each_token([](T* token, Index n, Index stride, const T* c, const T* s, Index p) {
-        kernel::rotate_half_heads(token, n, stride, c, s, p);
-      });
+      each_token([](auto... args) { kernel::rotate_half_heads(args...); });
     } else {
-      each_token([](T* token, Index n, Index stride, const T* c, const T* s, Index p) {
-        kernel::rotate_interleaved_heads(token, n, stride, c, s, p);
-      });
+      each_token([](auto... args) { kernel::rotate_interleaved_heads(args...); });
     }
   }
 
@@ -261,11 +295,26 @@ class RoPE : public EncodingBase {
                                       frequencies.inv_freq.size());
   }
 
-  void check_arguments(const TensorRef<float, 3>& x, PositionsRef positions) const {
+  template <class T>
+  void check_arguments(const TensorRef<T, 3>& x, PositionsRef positions) const {
     detail::require_shape(x, "x", {-1, -1, head_dim()}, "[tokens, heads, head_dim]");
     detail::require<ShapeMismatch>(positions.dim(0) == x.dim(0), "positions has ", positions.dim(0),
                                    " entries, x has ", x.dim(0), " tokens");
     detail::check_positions(detail::as_span(positions), "positions");
+  }
+  void check_arguments(const TensorRef<const float, 3>& x, PositionsRef positions, const TensorRef<float, 3>& out) const {
+    check_arguments(x, positions);
+    detail::require_shape(out, "out", x.dims(), "x's shape");
+    detail::require_disjoint(out, "out", x, "x", /*allow_same=*/true);
+  }
+
+  void check_cache(const RotaryCache& cache, PositionsRef positions) const {
+    detail::require<InvalidParameter>(cache.pairs() == rotary_dim() / 2, "cache holds ", cache.pairs(),
+                                      " pairs per position, rotary_dim/2 = ", rotary_dim() / 2);
+    for (Index t = 0; t < positions.dim(0); ++t) {
+      detail::require<PositionOutOfRange>(positions.data()[t] < cache.size(), "positions[", t, "] = ",
+                                          positions.data()[t], " is past the cache (size ", cache.size(), ")");
+    }
   }
 
   RopeConfig config_;
