@@ -464,6 +464,15 @@ TEST_CASE("attention_into (raw pointers) equals the tensor form", "[attention]")
     posenc::attention_into(shape, q.data(), k.data(), v.data(), qp.data(), kp.data(), pad.data(), alibi, options,
                            out.data());
     for (Index i = 0; i < want.size(); ++i) CHECK(out[static_cast<std::size_t>(i)] == want.data()[i]);
+    // out may not overlap an input (the kernels read q, k, v after writing parts of out).
+    FTensor<4> q_copy = q;
+    POSENC_REQUIRE_THROWS_NAMING(posenc::InvalidParameter, "out overlaps q",
+                                 posenc::attention_into(shape, q_copy.data(), k.data(), v.data(), qp.data(), kp.data(),
+                                                        pad.data(), alibi, options, q_copy.data()));
+    std::vector<float> kv_buffer(static_cast<std::size_t>(k.size() + want.size()));
+    POSENC_REQUIRE_THROWS_NAMING(posenc::InvalidParameter, "out overlaps v",
+                                 posenc::attention_into(shape, q.data(), k.data(), kv_buffer.data(), qp.data(),
+                                                        kp.data(), pad.data(), alibi, options, kv_buffer.data() + 1));
     // And the per-sequence results against the naive reference.
     for (Index s = 0; s < b; ++s) {
       check_close(slice_batch(want, s),

@@ -19,13 +19,19 @@
 namespace posenc {
 
 /// Raw-pointer form for engines without Eigen: every buffer dense row-major with the sizes of
-/// `shape` (see AttentionShape); `key_padding` may be null; `out` has q's shape.
+/// `shape` (see AttentionShape); `key_padding` may be null; `out` has q's shape and overlaps none
+/// of q, k, v (the kernels read them after writing parts of out).
 template <class P>
 void attention_into(const AttentionShape& shape, const float* q, const float* k, const float* v,
                     const Position* q_positions, const Position* k_positions, const std::uint8_t* key_padding,
                     const P& policy, const AttentionOptions& options, float* out) {
   static_assert(detail::check_policy<P>());
   detail::check_attention_inputs(shape, q_positions, k_positions, key_padding, policy, options);
+  const TensorRef<float, 4> out_ref(out, {shape.batch, shape.q_len, shape.heads, shape.head_dim});
+  detail::require_disjoint(out_ref, "out", TensorRef<const float, 4>(q, out_ref.dims()), "q");
+  const std::array<Index, 4> kv_dims = {shape.batch, shape.k_len, shape.kv_heads, shape.head_dim};
+  detail::require_disjoint(out_ref, "out", TensorRef<const float, 4>(k, kv_dims), "k");
+  detail::require_disjoint(out_ref, "out", TensorRef<const float, 4>(v, kv_dims), "v");
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   if (options.kernel == AttentionKernel::kTiled) {
     detail::tiled_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
