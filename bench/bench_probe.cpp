@@ -1,6 +1,8 @@
 // Machine probes: what this core can stream and compute, the roofline the kernels are read against.
 //
 //   probe/inplace_update/64MiB   a[i] = a[i]*s + t        read + write: the bound of an in-place RoPE
+//   probe/copy_update/64MiB      b[i] = a[i]*s + t        read one array, write another: the bound
+//                                                         of an out-of-place RoPE (apply_into)
 //   probe/read/64MiB             sum of a[i]              read only: the bound of a decode step
 //   probe/fma_peak               independent FMA chains   widest native vector (AVX-512 if present)
 //   probe/fma256_peak            the same on 256-bit vectors, where AVX-512 is present (GCC's
@@ -41,6 +43,24 @@ void probe_inplace_update(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(2 * kProbeBytes * state.iterations());
+}
+
+BENCH_NOINLINE void copy_update(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s, float t) {
+  for (Index i = 0; i < n; ++i) b[i] = a[i] * s + t;
+}
+
+void probe_copy_update(benchmark::State& state) {
+  const posenc::Tensor<float, 1> a = probe_array();
+  posenc::Tensor<float, 1> b = probe_array();  // written over; faulted in (and on huge pages) before timing
+  float s = 0.5f;
+  float t = 1.0f;
+  benchmark::DoNotOptimize(s);
+  benchmark::DoNotOptimize(t);
+  for (auto _ : state) {
+    copy_update(a.data(), b.data(), a.size(), s, t);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(2 * kProbeBytes * state.iterations());  // bytes read + bytes written
 }
 
 // 64 independent float accumulators: 4 zmm or 8 ymm chains after vectorization, enough to hide the
@@ -138,6 +158,7 @@ void probe_fma(benchmark::State& state) {
 
 void register_probe_benchmarks() {
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy_update)->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime());
 #if defined(__AVX512F__)
   with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx512>)->UseRealTime());

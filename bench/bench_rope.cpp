@@ -5,6 +5,9 @@
 //                                for positions 0 .. 4095) is built once, outside the timed loop
 //   rope_tablefree/<layout>/...  RoPE::apply(x, positions): angles and cos/sin computed per call,
 //                                one row per token shared by its 32 heads
+//   rope_into/<layout>/...       RoPE::apply_into(x, positions, cache, out): out of place, x read and
+//                                out written once (bytes = 2 x tensor bytes, to be read against
+//                                probe/copy_update/64MiB)
 //   rope_reference/half/...      the same table as rope/, then kernel::scalar::rotate_half per
 //                                (token, head) row: the plain loop the vector kernel is checked against
 //
@@ -14,6 +17,7 @@
 #include <benchmark/benchmark.h>
 
 #include <string>
+#include <utility>
 
 #include "bench_util.hpp"
 
@@ -60,6 +64,19 @@ void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall cal
   state.SetBytesProcessed(2 * tensor_bytes(x) * state.iterations());
 }
 
+void bench_rope_into(benchmark::State& state, posenc::RopeLayout layout) {
+  const Activations& input = activations(kTokens, kHeads, kHeadDim);
+  const posenc::Tensor<float, 3> x = huge_page_copy(input.x);
+  posenc::Tensor<float, 3> out = huge_page_copy(input.x);  // written over; its pages faulted in before timing
+  const posenc::RoPE rope = make_rope(layout);
+  const posenc::RotaryCache cache = rope.cache(kTokens);
+  for (auto _ : state) {
+    rope.apply_into(x, input.positions, cache, out);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(2 * tensor_bytes(x) * state.iterations());
+}
+
 void bench_rope_reference_half(benchmark::State& state) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
   posenc::Tensor<float, 3> x = huge_page_copy(input.x);
@@ -94,6 +111,12 @@ void register_rope_benchmarks() {
   register_rope("rope/interleaved", RopeLayout::kInterleaved, rope_cached);
   register_rope("rope_tablefree/half", RopeLayout::kHalf, rope_tablefree_half);
   register_rope("rope_tablefree/interleaved", RopeLayout::kInterleaved, rope_tablefree_interleaved);
+  for (const auto& [name, layout] : {std::pair{"rope_into/half/", RopeLayout::kHalf},
+                                     std::pair{"rope_into/interleaved/", RopeLayout::kInterleaved}}) {
+    with_min(benchmark::RegisterBenchmark((name + kShape).c_str(), bench_rope_into, layout)
+                 ->Unit(benchmark::kMillisecond)
+                 ->UseRealTime());
+  }
   with_min(benchmark::RegisterBenchmark(("rope_reference/half/" + kShape).c_str(), bench_rope_reference_half)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime());

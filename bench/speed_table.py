@@ -17,6 +17,8 @@ ROWS = [
     ("rope_tablefree/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
     ("rope_tablefree/interleaved/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
     ("rope_reference/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", None),
+    ("rope_into/half/L4096_H32_D128", "probe/copy_update/64MiB", "bytes_per_second", None),
+    ("rope_into/interleaved/L4096_H32_D128", "probe/copy_update/64MiB", "bytes_per_second", None),
     ("attention/causal/none/L2048_H1_D128", "probe/fma_peak", "FLOPS", 0.60),
     ("attention/causal/alibi/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
     ("attention/causal/t5/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
