@@ -805,3 +805,42 @@ TEST_CASE("score biases over a consecutive KV cache at large offsets match the n
     }
   }
 }
+
+TEST_CASE("empty calls: no queries give an empty result, no keys give zero rows", "[attention]") {
+  std::mt19937 rng(61);
+  const Index heads = 4, kv = 2, d = 8;
+  const posenc::ALiBi alibi(heads);
+  const posenc::RoPE rope = make_rope(d, d, posenc::RopeLayout::kHalf, posenc::RopeScaling::dynamic(2.0, 4));
+  const std::vector<Position> none;
+  for (const auto kernel : kKernels) {
+    INFO("kernel " << kernel_name(kernel));
+    const auto options = attention_options(true, 0.5, kernel);
+    const FTensor<3> q = random_tensor<3>(rng, {3, heads, d});
+    const FTensor<3> k = random_tensor<3>(rng, {5, kv, d});
+    const FTensor<3> no_queries(0, heads, d), no_keys(0, kv, d);
+    const std::vector<Position> qp = {7, 8, 9}, kp = {0, 1, 2, 3, 4};
+    const FTensor<3> empty = posenc::attention(no_queries, k, k, none, kp, alibi, options);
+    CHECK(empty.dimension(0) == 0);
+    CHECK(empty.dimension(1) == heads);
+    for (const FTensor<3>& zeros : {posenc::attention(q, no_keys, no_keys, qp, none, alibi, options),
+                                    posenc::attention(q, no_keys, no_keys, qp, none, rope, options),
+                                    posenc::attention(q, no_keys, no_keys, qp, none, posenc::NoPosition{}, options,
+                                                      std::vector<std::uint8_t>{})}) {
+      REQUIRE(zeros.dimension(0) == 3);
+      for (Index i = 0; i < zeros.size(); ++i) CHECK(zeros.data()[i] == 0.0f);
+    }
+    const FTensor<4> no_sequences(0, 3, heads, d), no_sequence_keys(0, 5, kv, d);
+    const posenc::Tensor<Position, 2> no_q_positions(0, 3), no_k_positions(0, 5);
+    CHECK(posenc::attention(no_sequences, no_sequence_keys, no_sequence_keys, no_q_positions, no_k_positions, alibi,
+                            options)
+              .size() == 0);
+  }
+  // Sizes that are parameters stay >= 1, and an empty q still has to agree with k.
+  const FTensor<3> no_queries_wrong_dim(0, heads, d + 1), k(5, kv, d);
+  POSENC_REQUIRE_THROWS_NAMING(posenc::ShapeMismatch, "k",
+                               posenc::attention(no_queries_wrong_dim, k, k, none, std::vector<Position>(5, 0),
+                                                 posenc::NoPosition{}));
+  FTensor<3> x(0, heads, d);
+  CHECK_NOTHROW(rope.apply(x, none));  // rotating no tokens does nothing
+  CHECK(rope.rotate(x, none).size() == 0);
+}

@@ -233,13 +233,14 @@ TEST_CASE("attention rejects inconsistent shapes, positions, padding and policie
                                                      attention_options(false, scale, kernel)));
     }
     CHECK_NOTHROW(posenc::attention(a.q, a.k, a.v, a.qp, a.kp, none, attention_options(false, 1e-300, kernel)));
-    // empty inputs
-    FTensor<3> q0(0, 4, 8);
-    POSENC_REQUIRE_THROWS_NAMING(ShapeMismatch, "q",
-                                 posenc::attention(q0, a.k, a.v, std::vector<Position>{}, a.kp, none, options));
-    FTensor<3> k0(0, 2, 8);
-    POSENC_REQUIRE_THROWS_NAMING(ShapeMismatch, "k",
-                                 posenc::attention(a.q, k0, k0, a.qp, std::vector<Position>{}, none, options));
+    // missing inputs (empty ones are valid: see "empty calls" in test_attention.cpp), and a
+    // pointer without data
+    POSENC_REQUIRE_THROWS_NAMING(ShapeMismatch, "q is required",
+                                 posenc::attention(posenc::TensorRef<const float, 3>{}, a.k, a.v, a.qp, a.kp, none,
+                                                   options));
+    POSENC_REQUIRE_THROWS_NAMING(ShapeMismatch, "k is required",
+                                 posenc::attention(a.q, posenc::TensorRef<const float, 3>(nullptr, {3, 2, 8}), a.v,
+                                                   a.qp, a.kp, none, options));
     // policies that do not fit the call
     POSENC_REQUIRE_THROWS_NAMING(
         ShapeMismatch, "head_dim",

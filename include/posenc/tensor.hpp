@@ -41,7 +41,8 @@ concept EigenTensorLike = requires(E& e) {
 }  // namespace detail
 
 /// A non-owning view of a dense row-major tensor: a pointer and `Rank` sizes. A default-constructed
-/// TensorRef is "absent" (null data), which optional inputs such as key padding use.
+/// TensorRef is "absent", which optional inputs such as key padding use; a view of an empty tensor
+/// (a dim of 0, whose data may be null) is present and empty.
 template <class T, int Rank>
 class TensorRef {
  public:
@@ -49,13 +50,13 @@ class TensorRef {
   static constexpr int kRank = Rank;
 
   TensorRef() = default;
-  TensorRef(T* data, const std::array<Index, Rank>& dims) : data_(data), dims_(dims) {}
+  TensorRef(T* data, const std::array<Index, Rank>& dims) : data_(data), dims_(dims), bound_(true) {}
 
   /// Binds to an Eigen::Tensor or Eigen::TensorMap of the same rank and scalar.
   template <detail::EigenTensorLike E>
     requires(!std::is_same_v<std::remove_cvref_t<E>, TensorRef> &&
              static_cast<int>(std::remove_cvref_t<E>::NumDimensions) == Rank)
-  TensorRef(E&& tensor) : data_(tensor.data()) {  // NOLINT(google-explicit-constructor)
+  TensorRef(E&& tensor) : data_(tensor.data()), bound_(true) {  // NOLINT(google-explicit-constructor)
     using Plain = std::remove_cvref_t<E>;
     static_assert(static_cast<int>(Plain::Layout) == static_cast<int>(Eigen::RowMajor),
                   "posenc: tensors must be row-major: declare Eigen::Tensor<float, N, Eigen::RowMajor>");
@@ -69,16 +70,17 @@ class TensorRef {
     requires(Rank == 1 && !detail::EigenTensorLike<R> &&
              std::is_convertible_v<decltype(std::ranges::data(std::declval<R&>())), T*>)
   TensorRef(R&& range)  // NOLINT(google-explicit-constructor)
-      : data_(std::ranges::data(range)), dims_{static_cast<Index>(std::ranges::size(range))} {}
+      : data_(std::ranges::data(range)), dims_{static_cast<Index>(std::ranges::size(range))}, bound_(true) {}
 
   /// A mutable view converts to a const one.
   template <class U>
     requires(std::is_const_v<T> && std::is_same_v<U, std::remove_const_t<T>>)
   TensorRef(const TensorRef<U, Rank>& other)  // NOLINT(google-explicit-constructor)
-      : data_(other.data()), dims_(other.dims()) {}
+      : data_(other.data()), dims_(other.dims()), bound_(other.present()) {}
 
   T* data() const { return data_; }
-  bool present() const { return data_ != nullptr; }
+  /// Bound to data, or to an empty tensor (data may then be null).
+  bool present() const { return data_ != nullptr || (bound_ && size() == 0); }
   Index dim(int i) const { return dims_[static_cast<std::size_t>(i)]; }
   const std::array<Index, Rank>& dims() const { return dims_; }
   Index size() const {
@@ -98,6 +100,7 @@ class TensorRef {
  private:
   T* data_ = nullptr;
   std::array<Index, Rank> dims_{};
+  bool bound_ = false;
 };
 
 /// Positions of the tokens of one sequence `[tokens]`, or of a batch `[batch, tokens]`.
@@ -147,7 +150,10 @@ void require_disjoint(const TensorRef<T, Rank>& out, const char* out_name, const
   const auto [in_begin, in_end] = span_of(in);
   if (out_begin >= in_end || in_begin >= out_end) return;
   if (allow_same && out_begin == in_begin && out_end == in_end) return;
-  throw InvalidParameter(concat(out_name, " overlaps ", in_name, allow_same ? " (it must be the same tensor or disjoint from it)" : " (they must be disjoint)"));
+  const auto offset = static_cast<std::intptr_t>(out_begin - in_begin);  // wraps to the signed difference
+  throw InvalidParameter(concat(out_name, " overlaps ", in_name, ": it begins ", offset, " bytes from ", in_name,
+                                "'s start, ", allow_same ? "and must be that tensor itself or disjoint from it"
+                                                         : "and must be disjoint from it"));
 }
 
 }  // namespace detail

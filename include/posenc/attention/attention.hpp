@@ -7,6 +7,7 @@
 //   KV-cache decode step, chunked prefill and left padding are all just positions. A row that sees
 //   no key yields zeros.
 
+#include <algorithm>
 #include <cstdint>
 
 #include "posenc/attention/checks.hpp"
@@ -32,6 +33,11 @@ void attention_into(const AttentionShape& shape, const float* q, const float* k,
   const std::array<Index, 4> kv_dims = {shape.batch, shape.k_len, shape.kv_heads, shape.head_dim};
   detail::require_disjoint(out_ref, "out", TensorRef<const float, 4>(k, kv_dims), "k");
   detail::require_disjoint(out_ref, "out", TensorRef<const float, 4>(v, kv_dims), "v");
+  if (out_ref.size() == 0) return;  // no sequences or no queries
+  if (shape.k_len == 0) {           // no keys: every row sees none and is zeros
+    std::fill(out, out + out_ref.size(), 0.0f);
+    return;
+  }
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   if (options.kernel == AttentionKernel::kTiled) {
     detail::tiled_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
@@ -87,7 +93,7 @@ Tensor<float, 3> attention(TensorRef<const float, 3> q, TensorRef<const float, 3
   const AttentionShape s = detail::attention_shape_of(q, k, v);
   detail::require_shape(q_positions, "q_positions", {s.q_len}, "[q_tokens]");
   detail::require_shape(k_positions, "k_positions", {s.k_len}, "[k_tokens]");
-  if (key_padding.present()) detail::require_shape(key_padding, "key_padding", {s.k_len}, "[k_tokens]");
+  if (key_padding.data() != nullptr) detail::require_shape(key_padding, "key_padding", {s.k_len}, "[k_tokens]");
   Tensor<float, 3> out(s.q_len, s.heads, s.head_dim);
   attention_into(s, q.data(), k.data(), v.data(), q_positions.data(), k_positions.data(), key_padding.data(), policy,
                  options, out.data());
@@ -104,7 +110,7 @@ Tensor<float, 4> attention(TensorRef<const float, 4> q, TensorRef<const float, 4
   const AttentionShape s = detail::attention_shape_of(q, k, v);
   detail::require_shape(q_positions, "q_positions", {s.batch, s.q_len}, "[batch, q_tokens]");
   detail::require_shape(k_positions, "k_positions", {s.batch, s.k_len}, "[batch, k_tokens]");
-  if (key_padding.present()) {
+  if (key_padding.data() != nullptr) {
     detail::require_shape(key_padding, "key_padding", {s.batch, s.k_len}, "[batch, k_tokens]");
   }
   Tensor<float, 4> out(s.batch, s.q_len, s.heads, s.head_dim);

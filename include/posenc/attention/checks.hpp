@@ -12,10 +12,12 @@
 namespace posenc::detail {
 
 inline void check_attention_shape(const AttentionShape& s) {
-  require<ShapeMismatch>(s.batch >= 1 && s.q_len >= 1 && s.k_len >= 1 && s.heads >= 1 && s.kv_heads >= 1 &&
+  // No sequences, queries or keys is a valid (empty) call; heads and head_dim are parameters.
+  require<ShapeMismatch>(s.batch >= 0 && s.q_len >= 0 && s.k_len >= 0 && s.heads >= 1 && s.kv_heads >= 1 &&
                              s.head_dim >= 1,
-                         "attention sizes must be >= 1, got batch ", s.batch, ", q_len ", s.q_len, ", k_len ", s.k_len,
-                         ", heads ", s.heads, ", kv_heads ", s.kv_heads, ", head_dim ", s.head_dim);
+                         "attention needs batch, q_len, k_len >= 0 and heads, kv_heads, head_dim >= 1, got batch ",
+                         s.batch, ", q_len ", s.q_len, ", k_len ", s.k_len, ", heads ", s.heads, ", kv_heads ",
+                         s.kv_heads, ", head_dim ", s.head_dim);
   require<InvalidParameter>(s.heads % s.kv_heads == 0, "heads = ", s.heads, " is not a multiple of kv_heads = ",
                             s.kv_heads, " (grouped-query attention)");
 }

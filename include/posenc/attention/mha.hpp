@@ -69,7 +69,7 @@ Tensor<float, 2> multi_head_attention(TensorRef<const float, 2> x, TensorRef<con
                                       KeyPaddingRef key_padding = {}) {
   detail::check_mha_inputs(x, wq, wk, wv, wo, num_heads, policy);
   detail::require_shape(positions, "positions", {x.dim(0)}, "[tokens]");
-  if (key_padding.present()) detail::require_shape(key_padding, "key_padding", {x.dim(0)}, "[tokens]");
+  if (key_padding.data() != nullptr) detail::require_shape(key_padding, "key_padding", {x.dim(0)}, "[tokens]");
   detail::check_positions(detail::as_span(positions), "positions");
   if constexpr (P::kInputEmbedding) policy.check_embedding_positions(detail::as_span(positions));
   Tensor<float, 2> y(x.dim(0), x.dim(1));
@@ -88,7 +88,7 @@ Tensor<float, 3> multi_head_attention(TensorRef<const float, 3> x, TensorRef<con
                                       BatchKeyPaddingRef key_padding = {}) {
   detail::check_mha_inputs(x, wq, wk, wv, wo, num_heads, policy);
   detail::require_shape(positions, "positions", {x.dim(0), x.dim(1)}, "[batch, tokens]");
-  if (key_padding.present()) detail::require_shape(key_padding, "key_padding", {x.dim(0), x.dim(1)}, "[batch, tokens]");
+  if (key_padding.data() != nullptr) detail::require_shape(key_padding, "key_padding", {x.dim(0), x.dim(1)}, "[batch, tokens]");
   const std::span<const Position> all_positions(positions.data(), static_cast<std::size_t>(positions.size()));
   detail::check_positions(all_positions, "positions");
   if constexpr (P::kInputEmbedding) policy.check_embedding_positions(all_positions);
