@@ -141,10 +141,8 @@ template <class T, class U, int Rank, int RankIn>
 void require_disjoint(const TensorRef<T, Rank>& out, const char* out_name, const TensorRef<U, RankIn>& in,
                       const char* in_name, bool allow_same = false) {
   const auto span_of = [](const auto& t) {
-    Index n = 1;
-    for (Index d : t.dims()) n *= d;
     const auto begin = reinterpret_cast<std::uintptr_t>(t.data());
-    return std::pair{begin, begin + static_cast<std::uintptr_t>(n) * sizeof(*t.data())};
+    return std::pair{begin, begin + static_cast<std::uintptr_t>(t.size()) * sizeof(*t.data())};
   };
   const auto [out_begin, out_end] = span_of(out);
   const auto [in_begin, in_end] = span_of(in);

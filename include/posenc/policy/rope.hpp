@@ -261,6 +261,7 @@ class RoPE : public EncodingBase {
     const Index pairs = rotary_dim() / 2;
     const Index d = head_dim();
     const Index pass_through = d - 2 * pairs;
+    const bool in_place = in == out;
     const auto each_token = [&](auto rotate_heads) {
       for (Index t = 0; t < tokens; ++t) {
         const T* cos = nullptr;
@@ -268,7 +269,7 @@ class RoPE : public EncodingBase {
         cos_sin_of(t, cos, sin);
         const T* token_in = in + t * heads * d;
         T* token_out = out + t * heads * d;
-        if (in == out) {
+        if (in_place) {
           rotate_heads(token_out, heads, d, cos, sin, pairs);
           continue;
         }
