@@ -1,6 +1,8 @@
 // Machine probes: what this core can stream and compute, the roofline the kernels are read against.
 //
 //   probe/inplace_update/64MiB   a[i] = a[i]*s + t        read + write: the bound of an in-place RoPE
+//   probe/inplace_update/128KiB  the same on an array that stays in L2: the bound of RoPE on
+//                                activations a projection has just written (rope_incache/)
 //   probe/copy_update/64MiB      b[i] = a[i]*s + t        read one array, write another: the bound
 //                                                         of an out-of-place RoPE (apply_into)
 //   probe/read/64MiB             sum of a[i]              read only: the bound of a decode step
@@ -24,16 +26,16 @@ namespace {
 constexpr Index kProbeBytes = Index{64} << 20;
 constexpr Index kProbeFloats = kProbeBytes / Index{sizeof(float)};
 
-posenc::Tensor<float, 1> probe_array() {
-  return random_tensor<1>({kProbeFloats}, 0x5eed0201);  // fresh copy: the update probe mutates it
+posenc::Tensor<float, 1> probe_array(Index floats = kProbeFloats) {
+  return random_tensor<1>({floats}, 0x5eed0201);  // fresh copy: the update probe mutates it
 }
 
 BENCH_NOINLINE void inplace_update(float* POSENC_RESTRICT a, Index n, float s, float t) {
   for (Index i = 0; i < n; ++i) a[i] = a[i] * s + t;
 }
 
-void probe_inplace_update(benchmark::State& state) {
-  posenc::Tensor<float, 1> a = probe_array();
+void probe_inplace_update(benchmark::State& state, Index bytes) {
+  posenc::Tensor<float, 1> a = probe_array(bytes / Index{sizeof(float)});
   float s = 0.5f;  // a -> 2: bounded, never denormal
   float t = 1.0f;
   benchmark::DoNotOptimize(s);
@@ -42,7 +44,7 @@ void probe_inplace_update(benchmark::State& state) {
     inplace_update(a.data(), a.size(), s, t);
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(2 * kProbeBytes * state.iterations());
+  state.SetBytesProcessed(2 * bytes * state.iterations());
 }
 
 BENCH_NOINLINE void copy_update(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s, float t) {
@@ -157,7 +159,9 @@ void probe_fma(benchmark::State& state) {
 }  // namespace
 
 void register_probe_benchmarks() {
-  with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update, kProbeBytes)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/inplace_update/128KiB", probe_inplace_update, Index{128} << 10)
+               ->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy_update)->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime());
 #if defined(__AVX512F__)

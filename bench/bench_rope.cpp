@@ -10,6 +10,9 @@
 //                                probe/copy_update/64MiB)
 //   rope_reference/half/...      the same table as rope/, then kernel::scalar::rotate_half per
 //                                (token, head) row: the plain loop the vector kernel is checked against
+//   rope_incache/<layout>/L8_H32_D128
+//                                rope/ on 8 tokens (128 KiB, stays in L2), as an engine rotates the
+//                                Q or K a projection has just written: against probe/inplace_update/128KiB
 //
 // Each call sits in one small function (rope_cached, rope_tablefree_*): switching what a family
 // measures is a one-line change there.
@@ -52,8 +55,8 @@ void rope_tablefree_interleaved(const posenc::RoPE& rope, posenc::TensorRef<floa
 
 std::int64_t tensor_bytes(const posenc::Tensor<float, 3>& x) { return static_cast<std::int64_t>(x.size()) * 4; }
 
-void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall call) {
-  const Activations& input = activations(kTokens, kHeads, kHeadDim);
+void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall call, Index tokens) {
+  const Activations& input = activations(tokens, kHeads, kHeadDim);
   posenc::Tensor<float, 3> x = huge_page_copy(input.x);  // rotated in place, iteration after iteration (norms stay put)
   const posenc::RoPE rope = make_rope(layout);
   const posenc::RotaryCache cache = rope.cache(kTokens);
@@ -98,7 +101,7 @@ void bench_rope_reference_half(benchmark::State& state) {
 }
 
 void register_rope(const std::string& name, posenc::RopeLayout layout, RopeCall call) {
-  with_min(benchmark::RegisterBenchmark((name + "/" + kShape).c_str(), bench_rope, layout, call)
+  with_min(benchmark::RegisterBenchmark((name + "/" + kShape).c_str(), bench_rope, layout, call, kTokens)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime());
 }
@@ -116,6 +119,11 @@ void register_rope_benchmarks() {
     with_min(benchmark::RegisterBenchmark((name + kShape).c_str(), bench_rope_into, layout)
                  ->Unit(benchmark::kMillisecond)
                  ->UseRealTime());
+  }
+  constexpr Index kInCacheTokens = 8;
+  for (const auto& [name, layout] : {std::pair{"rope_incache/half/L8_H32_D128", RopeLayout::kHalf},
+                                     std::pair{"rope_incache/interleaved/L8_H32_D128", RopeLayout::kInterleaved}}) {
+    with_min(benchmark::RegisterBenchmark(name, bench_rope, layout, rope_cached, kInCacheTokens)->UseRealTime());
   }
   with_min(benchmark::RegisterBenchmark(("rope_reference/half/" + kShape).c_str(), bench_rope_reference_half)
       ->Unit(benchmark::kMillisecond)

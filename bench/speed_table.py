@@ -17,6 +17,8 @@ ROWS = [
     ("rope_tablefree/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
     ("rope_tablefree/interleaved/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", 0.80),
     ("rope_reference/half/L4096_H32_D128", "probe/inplace_update/64MiB", "bytes_per_second", None),
+    ("rope_incache/half/L8_H32_D128", "probe/inplace_update/128KiB", "bytes_per_second", None),
+    ("rope_incache/interleaved/L8_H32_D128", "probe/inplace_update/128KiB", "bytes_per_second", None),
     ("rope_into/half/L4096_H32_D128", "probe/copy_update/64MiB", "bytes_per_second", None),
     ("rope_into/interleaved/L4096_H32_D128", "probe/copy_update/64MiB", "bytes_per_second", None),
     ("attention/causal/none/L2048_H1_D128", "probe/fma_peak", "FLOPS", 0.60),
