@@ -251,9 +251,9 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, 
       float* row_out = out + h * stride;
       // The 2 * kVectors cos/sin vectors outnumber AVX2's 16 registers, so about half come from the
       // stack; loaded once, x is one load per vector instead of two (GCC otherwise reads it for the
-      // pair swap and again as the multiply's operand). On data in L1/L2, where vector loads limit
-      // the loop, that took in-place interleaved RoPE from 0.69 to 0.78 of the half layout's rate
-      // (bench/NOTES.md).
+      // pair swap and again as the multiply's operand). On data in cache, where vector loads limit
+      // the loop, that took it from 0.78-0.81 to 0.90-1.00 of an in-place update's rate
+      // (bench rope_incache/, bench/NOTES.md).
 #pragma GCC unroll 16
       for (Index v = 0; v < kVectors; ++v) {
         const FloatVec value = load_once<FloatVec>(row_in + v * kFloatLanes);
