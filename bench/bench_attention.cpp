@@ -10,6 +10,9 @@
 //                                               keep it), only the query rotated per step;
 //                                               decode/rope_rerotate: every key rotated each call
 //   decode_mha/none/Lk1024_H32_KV32_D128        the same 32 MiB of K and V without GQA (32 kv heads)
+//   decode_incache/none/Lk256_H32_KV8_D128      a short context: 2 MiB of K and V, which stay in the
+//                                               L3 cache from call to call; read against
+//                                               probe/fma_peak (FLOPS: 4*D*Lk per head)
 
 #include <benchmark/benchmark.h>
 
@@ -104,6 +107,8 @@ void register_attention_benchmarks() {
   // Multi-head attention without GQA (GPT-2, GPT-J, NeoX, BLOOM, MPT): one query head per kv head,
   // the same 32 MiB of K and V (1024 keys of 32 kv heads), a quarter of the arithmetic per byte.
   register_decode("none", posenc::NoPosition{}, "decode_mha", 1024, 32);
+  // A short context, whose K and V stay in cache: bound by the arithmetic rather than by memory.
+  register_decode("none", posenc::NoPosition{}, "decode_incache", 256, 8);
 }
 
 }  // namespace posenc_bench

@@ -32,6 +32,7 @@ ROWS = [
     ("decode/rope/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
     ("decode/rope_rerotate/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", None),
     ("decode_mha/none/Lk1024_H32_KV32_D128", "probe/read/64MiB", "bytes_per_second", None),
+    ("decode_incache/none/Lk256_H32_KV8_D128", "probe/fma_peak", "FLOPS", None),
 ]
 
 
