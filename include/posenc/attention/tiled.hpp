@@ -757,9 +757,9 @@ void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT 
 /// Keys per pass of accumulate_rows_block over a column block. In a KV cache laid out [keys,
 /// kv_heads, d], consecutive keys are kv_heads * d floats apart: 4 KiB for 8 kv heads at d = 128,
 /// a multiple of the L1's set stride, so the lines of one column of every key fall into one L1
-/// set. Past 8 ways, a pass over 16 keys evicted lines before their second vector was read, and
-/// the P V kernel ran at 33-35 GFLOP/s against 73-76 with rows 512 B apart (a copy of the kernel
-/// timed alone, Zen 3, V in L2); in passes of 8 keys it ran at 55-61.
+/// set, whose 8 ways a pass over 16 keys overflows. Timed alone (Zen 3, V in L2 or L3), the P V
+/// kernel ran at 33-38 GFLOP/s with keys 4 KiB apart against 57-80 with keys 512 B apart and
+/// 51-82 at 4 KiB + 64 B; in passes of 8 keys, at 41-61 with keys 4 KiB apart.
 inline constexpr Index kDecodeValueKeysPerPass = 8;
 
 /// o_r = correction[r] * o_r + sum_{j<n} p_r[j] v_j for r < R over d columns: o rows d apart, p
