@@ -90,18 +90,12 @@ class RoPE : public EncodingBase {
   }
 
   /// Rotates x [tokens, heads, head_dim] in place; seq_len = max(positions) + 1.
-  void apply(TensorRef<float, 3> x, PositionsRef positions) const {
-    check_arguments(x, positions);
-    const auto span = detail::as_span(positions);
-    rotate_unchecked(x.data(), x.dim(0), x.dim(1), positions.data(), rotation(detail::sequence_length(span)));
-  }
+  void apply(TensorRef<float, 3> x, PositionsRef positions) const { apply_into(x, positions, x); }
 
   /// Rotates x [tokens, heads, head_dim] in place with the frequencies of a larger call (e.g. the
   /// same `rotation` for queries and keys, or for every sequence of a batch).
   void apply(TensorRef<float, 3> x, PositionsRef positions, const RotaryFrequencies& frequencies) const {
-    check_arguments(x, positions);
-    check_frequencies(frequencies);
-    rotate_unchecked(x.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
+    apply_into(x, positions, frequencies, x);
   }
 
   /// Out-of-place forms of apply(): out = x rotated, in one pass (x is read once, out written
@@ -163,12 +157,7 @@ class RoPE : public EncodingBase {
   /// Rotates x [tokens, heads, head_dim] in place with cos/sin read from `cache`; every position
   /// must be < cache.size().
   void apply(TensorRef<float, 3> x, PositionsRef positions, const RotaryCache& cache) const {
-    check_arguments(x, positions);
-    check_cache(cache, positions);
-    rotate_rows(x.data(), x.data(), x.dim(0), x.dim(1), [&](Index t, const float*& cos, const float*& sin) {
-      cos = cache.cos_row(positions.data()[t]);
-      sin = cache.sin_row(positions.data()[t]);
-    });
+    apply_into(x, positions, cache, x);
   }
 
   /// A copy of this policy carrying a cos/sin table for positions [0, size) (frequencies of
@@ -296,8 +285,7 @@ class RoPE : public EncodingBase {
                                       frequencies.inv_freq.size());
   }
 
-  template <class T>
-  void check_arguments(const TensorRef<T, 3>& x, PositionsRef positions) const {
+  void check_arguments(const TensorRef<const float, 3>& x, PositionsRef positions) const {
     detail::require_shape(x, "x", {-1, -1, head_dim()}, "[tokens, heads, head_dim]");
     detail::require<ShapeMismatch>(positions.dim(0) == x.dim(0), "positions has ", positions.dim(0),
                                    " entries, x has ", x.dim(0), " tokens");
