@@ -533,8 +533,8 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
   // the keys taken per step; one row per kv head (multi-head decode) over column blocks of every
   // width. Decode key tiles of 32 keys (small K rows), 16 (8 x 96 floats per key) and 8 (6 x 700);
   // softmax chunks of 256 keys (one, a partial second, a partial third) and, with 80 rows, of one
-  // tile; P V in passes of 8 keys, with a partial last pass and a head dim that leaves columns
-  // after the two-vector blocks.
+  // tile; P V in passes of 8 keys, with a partial last pass and head dims that leave single
+  // vectors and columns after the column blocks (2 vectors wide, 4 with AVX-512).
   const std::vector<Shape> shapes = {{1, 64, 2, 1, 3},   {7, 65, 4, 2, 8},   {8, 63, 3, 3, 17},  {63, 64, 2, 2, 16},
                                      {64, 129, 4, 1, 5}, {65, 65, 2, 1, 12}, {130, 70, 2, 2, 4}, {9, 200, 6, 2, 33},
                                      {70, 1, 2, 1, 1},   {16, 70, 2, 1, 128}, {1, 37, 3, 1, 13}, {3, 37, 3, 3, 20},

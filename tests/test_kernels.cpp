@@ -306,9 +306,10 @@ void check_reduce_sums(std::mt19937& rng) {
 }
 }  // namespace
 
-TEST_CASE("reduce_sums gives each vector's lane sum in order (the 8-vector tree and the loop)", "[kernels]") {
+TEST_CASE("reduce_sums gives each vector's lane sum in order (the 8- and 16-vector trees and the loop)", "[kernels]") {
   std::mt19937 rng(107);
   for (int trial = 0; trial < 20; ++trial) {
+    check_reduce_sums<16>(rng);
     check_reduce_sums<8>(rng);
     check_reduce_sums<6>(rng);
     check_reduce_sums<1>(rng);

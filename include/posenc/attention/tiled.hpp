@@ -700,9 +700,10 @@ inline void accumulate_rows(const float* POSENC_RESTRICT p, Index n, const float
 inline constexpr int kDecodeRowBlock = 4;
 
 /// Keys per step of dot_keys_rows for R rows: R x J accumulators give 8 independent FMA chains
-/// (6 for R = 3), enough to cover the FMA latency on two pipes.
+/// with 16 vector registers (6 for R = 3), enough to cover the FMA latency on two pipes; 16 with
+/// 32 (AVX-512), where each key vector then serves 4 rows and each query vector 4 keys.
 template <int R>
-inline constexpr int kDecodeKeysPerStep = 8 / R;
+inline constexpr int kDecodeKeysPerStep = (kFloatLanes >= 16 ? 16 : 8) / R;
 
 /// scores[r * score_stride + j] = scale * <q_r, k_j> for r < R, j < J; q rows d apart, k_j at
 /// k + j * stride. With several rows each key vector is loaded once into a register; with several
@@ -716,14 +717,14 @@ POSENC_ALWAYS_INLINE void dot_key_block(const float* POSENC_RESTRICT q, const fl
   for (Index c = 0; c < whole; c += kFloatLanes) {
     ahead.step<J>();
     FloatVec keys[J];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < J; ++j) {
       keys[j] = R > 1 ? simd::load_once<FloatVec>(k + j * stride + c) : simd::load<FloatVec>(k + j * stride + c);
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const FloatVec qv = J > 1 ? simd::load_once<FloatVec>(q + r * d + c) : simd::load<FloatVec>(q + r * d + c);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int j = 0; j < J; ++j) acc[r * J + j] += qv * keys[j];
     }
   }
@@ -734,9 +735,9 @@ POSENC_ALWAYS_INLINE void dot_key_block(const float* POSENC_RESTRICT q, const fl
       for (Index c = whole; c < d; ++c) sums[i] += q[i / J * d + c] * k[i % J * stride + c];
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < R * J; ++i) sums[i] *= scale;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) std::memcpy(scores + r * score_stride, sums + r * J, J * sizeof(float));
 }
 
@@ -762,43 +763,66 @@ void dot_keys_rows(const float* POSENC_RESTRICT q, const float* POSENC_RESTRICT 
 /// 51-82 at 4 KiB + 64 B; in passes of 8 keys, at 41-61 with keys 4 KiB apart.
 inline constexpr Index kDecodeValueKeysPerPass = 8;
 
+/// Vectors per column block of accumulate_rows_block: R x C accumulators, 16 with 32 vector
+/// registers (AVX-512), 8 with 16 (AVX2, SSE): enough FMA chains for two pipes, and each value
+/// vector loaded serves the R rows, each weight broadcast C vectors.
+inline constexpr int kDecodeValueVectors = kFloatLanes >= 16 ? 4 : 2;
+
+/// o_r[c, c + C * lanes) (o_r at o + r * d) = rescale[r] * o_r + sum_{j0<=j<j_end} p_r[j] v_j for
+/// r < R, over the same columns of v_j at v + j * stride.
+template <int R, int C>
+POSENC_ALWAYS_INLINE void accumulate_rows_columns(const float* POSENC_RESTRICT p, Index p_stride, Index j0, Index j_end,
+                                                  const float* POSENC_RESTRICT v, Index stride,
+                                                  const float* POSENC_RESTRICT rescale, float* POSENC_RESTRICT o,
+                                                  Index d, StreamPrefetcher& cursor) {
+  FloatVec acc[R][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int x = 0; x < C; ++x) acc[r][x] = simd::load<FloatVec>(o + r * d + x * kFloatLanes) * rescale[r];
+  }
+  for (Index j = j0; j < j_end; ++j) {
+    cursor.step<C>();
+    FloatVec weights[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) weights[r] = simd::splat(p[r * p_stride + j]);
+#pragma GCC unroll 8
+    for (int x = 0; x < C; ++x) {
+      const FloatVec value = simd::load_once<FloatVec>(v + j * stride + x * kFloatLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][x] += weights[r] * value;
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int x = 0; x < C; ++x) simd::store(o + r * d + x * kFloatLanes, acc[r][x]);
+  }
+}
+
 /// o_r = correction[r] * o_r + sum_{j<n} p_r[j] v_j for r < R over d columns: o rows d apart, p
-/// rows p_stride apart, v_j at v + j * stride. Column blocks of two vectors (2R accumulators),
-/// kDecodeValueKeysPerPass keys at a time.
+/// rows p_stride apart, v_j at v + j * stride. Column blocks of kDecodeValueVectors vectors (then
+/// single vectors), kDecodeValueKeysPerPass keys at a time.
 template <int R>
 void accumulate_rows_block(const float* POSENC_RESTRICT p, Index p_stride, Index n, const float* POSENC_RESTRICT v,
                            Index stride, const float* POSENC_RESTRICT correction, float* POSENC_RESTRICT o, Index d,
                            StreamPrefetcher& ahead) {
+  constexpr int C = kDecodeValueVectors;
   StreamPrefetcher cursor = ahead;  // a local copy stays in registers across the loop
-  const Index whole = d / (2 * kFloatLanes) * (2 * kFloatLanes);
+  float ones[R];
+  std::fill(ones, ones + R, 1.0f);
   for (Index j0 = 0; j0 < n; j0 += kDecodeValueKeysPerPass) {
     const Index j_end = std::min(n, j0 + kDecodeValueKeysPerPass);
-    for (Index c = 0; c < whole; c += 2 * kFloatLanes) {
-      FloatVec acc0[R], acc1[R];
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const float rescale = j0 == 0 ? correction[r] : 1.0f;  // the earlier output, once
-        acc0[r] = simd::load<FloatVec>(o + r * d + c) * rescale;
-        acc1[r] = simd::load<FloatVec>(o + r * d + c + kFloatLanes) * rescale;
-      }
-      for (Index j = j0; j < j_end; ++j) {
-        cursor.step<2>();
-        const FloatVec a = simd::load_once<FloatVec>(v + j * stride + c);
-        const FloatVec b = simd::load_once<FloatVec>(v + j * stride + c + kFloatLanes);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const float pr = p[r * p_stride + j];
-          acc0[r] += pr * a;
-          acc1[r] += pr * b;
-        }
-      }
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        simd::store(o + r * d + c, acc0[r]);
-        simd::store(o + r * d + c + kFloatLanes, acc1[r]);
-      }
+    const float* rescale = j0 == 0 ? correction : ones;  // the earlier output is rescaled once
+    Index c = 0;
+    for (; c + C * kFloatLanes <= d; c += C * kFloatLanes) {
+      accumulate_rows_columns<R, C>(p, p_stride, j0, j_end, v + c, stride, rescale, o + c, d, cursor);
+    }
+    for (; c + kFloatLanes <= d; c += kFloatLanes) {
+      accumulate_rows_columns<R, 1>(p, p_stride, j0, j_end, v + c, stride, rescale, o + c, d, cursor);
     }
   }
+  const Index whole = d / kFloatLanes * kFloatLanes;
   for (int r = 0; r < R; ++r) {
     if (whole < d) {
       accumulate_rows(p + r * p_stride, n, v + whole, stride, d - whole, correction[r], o + r * d + whole, cursor);

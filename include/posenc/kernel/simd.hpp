@@ -53,19 +53,34 @@ POSENC_ALWAYS_INLINE void store(void* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+/// Makes the compiler hold v in a register at this point: an empty asm that must see it there.
+/// Without it GCC may fold a vector's load into every instruction that uses it (a memory operand
+/// each time), or keep a computed vector on the stack when registers run short.
+template <class V>
+POSENC_ALWAYS_INLINE void pin_to_register(V& v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) <= 64) __asm__("" : "+v"(v));  // any of the 32 registers
+#elif defined(__AVX__)
+  if constexpr (sizeof(V) <= 32) __asm__("" : "+x"(v));  // (a wider, emulated vector spans several registers)
+#elif defined(__SSE__)
+  if constexpr (sizeof(V) <= 16) __asm__("" : "+x"(v));
+#endif
+}
+
 /// A vector loaded once into a register for reuse: GCC otherwise folds the load into every FMA
 /// that uses it (a memory operand each time), which on a block of R rows issues R loads per vector
 /// and makes the micro-kernel load-bound instead of FMA-bound.
 template <class V>
 POSENC_ALWAYS_INLINE V load_once(const void* p) {
   V v = load<V>(p);
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) <= 64) __asm__("" : "+v"(v));  // an empty asm that must see v in a register (any of the 32): no refolding
-#elif defined(__AVX__)
-  if constexpr (sizeof(V) <= 32) __asm__("" : "+x"(v));  // (a wider, emulated vector spans several registers)
-#elif defined(__SSE__)
-  if constexpr (sizeof(V) <= 16) __asm__("" : "+x"(v));
-#endif
+  pin_to_register(v);
+  return v;
+}
+
+/// Every lane = x, in a register (`FloatVec{} + x` would add the zero, to keep -0).
+POSENC_ALWAYS_INLINE FloatVec splat(float x) {
+  FloatVec v = x - FloatVec{};
+  pin_to_register(v);
   return v;
 }
 
@@ -108,9 +123,10 @@ POSENC_ALWAYS_INLINE float reduce_sum(Float16 v) {
                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
 }
 #endif
-/// sums[i] = the horizontal sum of v[i], i < N. Eight 8-lane vectors (AVX) are reduced together,
-/// transposing as they add (the hadd tree: 6 pair-adds and one cross-half add for all eight,
-/// instead of three halvings each); otherwise one at a time.
+/// sums[i] = the horizontal sum of v[i], i < N. Eight 8-lane vectors (AVX), or eight or sixteen
+/// 16-lane ones (AVX-512), are reduced together, transposing as they add (the hadd tree: for
+/// eight, 6 pair-adds and one or two cross-quarter adds, instead of three or four halvings each);
+/// otherwise one at a time.
 template <int N>
 POSENC_ALWAYS_INLINE void reduce_sums(const FloatVec (&v)[N], float* sums) {
 #if POSENC_FLOAT_LANES == 8
@@ -124,6 +140,36 @@ POSENC_ALWAYS_INLINE void reduce_sums(const FloatVec (&v)[N], float* sums) {
     const Float8 high = pair_add(pair_add(v[4], v[5]), pair_add(v[6], v[7]));  // halves: sums of v4..v7
     store(sums, __builtin_shufflevector(low, high, 0, 1, 2, 3, 8, 9, 10, 11) +
                     __builtin_shufflevector(low, high, 4, 5, 6, 7, 12, 13, 14, 15));
+    return;
+  }
+#elif POSENC_FLOAT_LANES == 16
+  if constexpr (N == 8 || N == 16) {
+    // The same tree on 16 lanes: pair-adds within each 128-bit quarter (vshufps), after which
+    // quarter i of group g holds the sums of quarter i of v[4g .. 4g + 3]; then the quarters of
+    // each group are added across (vshuff32x4): group g's four sums end in quarter g.
+    const auto pair_add = [](Float16 a, Float16 b) {
+      return __builtin_shufflevector(a, b, 0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30) +
+             __builtin_shufflevector(a, b, 1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31);
+    };
+    // [a.q0 a.q1 b.q0 b.q1] + [a.q2 a.q3 b.q2 b.q3]: quarters 0-1 hold a's halves, 2-3 b's
+    const auto halves_add = [](Float16 a, Float16 b) {
+      return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+             __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    };
+    Float16 group[N / 4];
+#pragma GCC unroll 4
+    for (int g = 0; g < N / 4; ++g) {
+      group[g] = pair_add(pair_add(v[4 * g], v[4 * g + 1]), pair_add(v[4 * g + 2], v[4 * g + 3]));
+    }
+    const Float16 low = halves_add(group[0], group[1]);  // groups 0, 1: two quarters each
+    if constexpr (N == 8) {
+      store(sums, __builtin_shufflevector(low, low, 0, 1, 2, 3, 8, 9, 10, 11) +
+                      __builtin_shufflevector(low, low, 4, 5, 6, 7, 12, 13, 14, 15));
+    } else {
+      const Float16 high = halves_add(group[2], group[3]);
+      store(sums, __builtin_shufflevector(low, high, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                      __builtin_shufflevector(low, high, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31));
+    }
     return;
   }
 #endif
