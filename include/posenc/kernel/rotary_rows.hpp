@@ -77,10 +77,26 @@ class RotaryRows {
     write(cos, sin);
   }
 
+  // cos and sin of inv_freq, by the vector sincos as the anchors are: its ~1e-11 error, compounded
+  // over kStepsPerAnchor steps, stays far below half a float ulp (6e-8). Through
+  // libm this drew ~1 % of RoPE prefill's perf samples: attention rotates Q and K tile by tile,
+  // and each tile's call prepares the step again.
   void prepare_step() {
     double* step_cos = state_.data() + 2 * pairs_;
     double* step_sin = state_.data() + 3 * pairs_;
-    for (Index i = 0; i < pairs_; ++i) {
+    Index i = 0;
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+    if (simd::sincos_exact_up_to(max_inv_freq_)) {
+      using simd::DoubleVec;
+      for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
+        DoubleVec s, c;
+        simd::sincos(simd::load<DoubleVec>(inv_freq_ + i), s, c);
+        simd::store(step_cos + i, c);
+        simd::store(step_sin + i, s);
+      }
+    }
+#endif
+    for (; i < pairs_; ++i) {
       step_cos[i] = std::cos(inv_freq_[i]);
       step_sin[i] = std::sin(inv_freq_[i]);
     }
