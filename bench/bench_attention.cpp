@@ -3,7 +3,9 @@
 //
 //   attention/causal/<policy>/L<L>_H1_D128      prefill: q, k, v [L, 1, 128] at positions 0 .. L-1;
 //                                               FLOPS counts 4*D*L*(L+1)/2 per head (the causal
-//                                               half of QK^T and PV, 2 flops per multiply-add)
+//                                               half of QK^T and PV, 2 flops per multiply-add).
+//                                               rope: cos/sin from a table built once (as engines
+//                                               do); rope_tablefree: rows generated on the fly
 //   decode/<policy>/Lk4096_H32_KV8_D128         one query at position 4095, 32 heads on 8 KV heads,
 //                                               4096 cached keys; bytes = K + V bytes per call.
 //                                               decode/rope: a cache of rotated keys (as engines
@@ -94,7 +96,13 @@ void register_attention_benchmarks() {
     if (length == 2048) register_causal("none", length, posenc::NoPosition{});
     register_causal("alibi", length, posenc::ALiBi(1));
     register_causal("t5", length, make_t5(1));
-    if (length == 2048) register_causal("rope", length, make_rope());
+    if (length == 2048) {
+      // A prefill as engines run it (HF transformers computes cos/sin once per forward pass, for
+      // every layer; the README's example builds the table once): rows read from the table.
+      register_causal("rope", length, make_rope().with_cache(length));
+      // The same without a table: every cos/sin row generated on the fly, for each Q and K tile.
+      register_causal("rope_tablefree", length, make_rope());
+    }
   }
   register_decode("none", posenc::NoPosition{});
   register_decode("alibi", posenc::ALiBi(32));

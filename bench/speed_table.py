@@ -25,6 +25,7 @@ ROWS = [
     ("attention/causal/alibi/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
     ("attention/causal/t5/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
     ("attention/causal/rope/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", 0.95),
+    ("attention/causal/rope_tablefree/L2048_H1_D128", "attention/causal/none/L2048_H1_D128", "FLOPS", None),
     ("attention/causal/alibi/L16384_H1_D128", "probe/fma_peak", "FLOPS", None),
     ("attention/causal/t5/L16384_H1_D128", "probe/fma_peak", "FLOPS", None),
     ("decode/none/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", 0.70),
