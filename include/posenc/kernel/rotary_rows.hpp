@@ -54,53 +54,39 @@ class RotaryRows {
  private:
   // cos and sin of position * inv_freq, in double, kept as the state the next steps start from.
   void anchor(Position position, float* POSENC_RESTRICT cos, float* POSENC_RESTRICT sin) {
-    double* state_cos = state_.data();
-    double* state_sin = state_.data() + pairs_;
-    const double p = static_cast<double>(position);
-    Index i = 0;
-#if defined(POSENC_HAS_VECTOR_KERNELS)
-    if (simd::sincos_exact_up_to(p * max_inv_freq_)) {
-      using simd::DoubleVec;
-      for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
-        DoubleVec s, c;
-        simd::sincos(simd::load<DoubleVec>(inv_freq_ + i) * p, s, c);
-        simd::store(state_cos + i, c);
-        simd::store(state_sin + i, s);
-      }
-    }
-#endif
-    for (; i < pairs_; ++i) {
-      const double angle = p * inv_freq_[i];
-      state_cos[i] = std::cos(angle);
-      state_sin[i] = std::sin(angle);
-    }
+    cos_sin_of_multiple(static_cast<double>(position), state_.data(), state_.data() + pairs_);
     write(cos, sin);
   }
 
-  // cos and sin of inv_freq, by the vector sincos as the anchors are: its ~1e-11 error, compounded
-  // over kStepsPerAnchor steps, stays far below half a float ulp (6e-8). Through
-  // libm this drew ~1 % of RoPE prefill's perf samples: attention rotates Q and K tile by tile,
-  // and each tile's call prepares the step again.
+  // cos and sin of inv_freq, the step. Through libm this drew ~1 % of RoPE prefill's perf samples:
+  // attention rotates Q and K tile by tile, and each tile's call prepares the step again. The
+  // vector sincos's ~1e-11 error, compounded over kStepsPerAnchor steps, stays far below half a
+  // float ulp (6e-8).
   void prepare_step() {
-    double* step_cos = state_.data() + 2 * pairs_;
-    double* step_sin = state_.data() + 3 * pairs_;
+    cos_sin_of_multiple(1.0, state_.data() + 2 * pairs_, state_.data() + 3 * pairs_);
+    has_step_ = true;
+  }
+
+  // cos[i], sin[i] of multiple * inv_freq[i], in double: the vector sincos where it reduces the
+  // angles exactly, else libm.
+  void cos_sin_of_multiple(double multiple, double* POSENC_RESTRICT cos, double* POSENC_RESTRICT sin) const {
     Index i = 0;
 #if defined(POSENC_HAS_VECTOR_KERNELS)
-    if (simd::sincos_exact_up_to(max_inv_freq_)) {
+    if (simd::sincos_exact_up_to(multiple * max_inv_freq_)) {
       using simd::DoubleVec;
       for (; i + simd::kDoubleLanes <= pairs_; i += simd::kDoubleLanes) {
         DoubleVec s, c;
-        simd::sincos(simd::load<DoubleVec>(inv_freq_ + i), s, c);
-        simd::store(step_cos + i, c);
-        simd::store(step_sin + i, s);
+        simd::sincos(simd::load<DoubleVec>(inv_freq_ + i) * multiple, s, c);
+        simd::store(cos + i, c);
+        simd::store(sin + i, s);
       }
     }
 #endif
     for (; i < pairs_; ++i) {
-      step_cos[i] = std::cos(inv_freq_[i]);
-      step_sin[i] = std::sin(inv_freq_[i]);
+      const double angle = multiple * inv_freq_[i];
+      cos[i] = std::cos(angle);
+      sin[i] = std::sin(angle);
     }
-    has_step_ = true;
   }
 
   // The state advanced by one position.
