@@ -326,6 +326,40 @@ TEST_CASE("RoPE apply_into equals apply bit for bit in every form and leaves x a
   }
 }
 
+TEST_CASE("RoPE over more than 1 MiB (rows requested ahead) equals the same rows rotated in small calls", "[rope]") {
+  // Past 1 MiB, apply() requests the next token's rows and table rows 16 tokens ahead while it
+  // rotates; a call on two tokens (8 KiB) requests nothing. Table lookups match bit for bit; the
+  // table-free rows (a recurrence anchored per call) within 2e-6.
+  std::mt19937 rng(29);
+  const Index tokens = 300, heads = 8, head_dim = 128;  // 1.2 MiB
+  std::vector<Position> positions(static_cast<std::size_t>(tokens));
+  for (Index t = 0; t < tokens; ++t) positions[static_cast<std::size_t>(t)] = (t * 37) % 400;  // some past the table
+  const FTensor<3> x = random_tensor<3>(rng, {tokens, heads, head_dim});
+  for (const RopeLayout layout : kLayouts) {
+    INFO("layout " << layout_name(layout));
+    const posenc::RoPE rope = make_rope(head_dim, head_dim, layout).with_cache(256);
+    const posenc::RotaryCache cache = rope.cache(400);
+    const auto in_small_calls = [&](auto&&... with_cache) {
+      FTensor<3> y = x;
+      for (Index t = 0; t < tokens; t += 2) {
+        const posenc::TensorRef<float, 3> rows(y.data() + t * heads * head_dim, {2, heads, head_dim});
+        rope.apply(rows, std::vector<Position>(positions.begin() + t, positions.begin() + t + 2), with_cache...);
+      }
+      return y;
+    };
+    FTensor<3> streamed = x;
+    rope.apply(streamed, positions, cache);
+    CHECK(max_abs_diff(streamed, in_small_calls(cache)) == 0.0);
+    FTensor<3> into(tokens, heads, head_dim);
+    rope.apply_into(x, positions, cache, into);
+    CHECK(max_abs_diff(into, streamed) == 0.0);
+    FTensor<3> attached = x;  // the attached table (256) and, past it, rows computed on the fly
+    rope.apply(attached, positions, rope.rotation(400));
+    check_close(attached, in_small_calls(rope.rotation(400)), 2e-6, 2e-6);
+    check_close(attached, streamed, 2e-6, 2e-6);
+  }
+}
+
 TEST_CASE("RoPE apply_into rejects an out of another shape or overlapping x", "[rope][errors]") {
   const posenc::RoPE rope = make_rope(8, 8, RopeLayout::kHalf);
   const std::vector<Position> positions = {0, 1};
