@@ -214,10 +214,12 @@ template <Index Pairs, bool Request = false>
 POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
                                           const float* POSENC_RESTRICT sin, Index runtime_pairs, Index ahead = 0) {
   if constexpr (Pairs > 0 && Pairs % kFloatLanes == 0) {
-    // A block of each half at a time, its loads (and then its stores) in memory order: in place
-    // on [4096, 32, 128] (Zen 5, AVX-512, a whole row per block) the rotation ran at 0.85-0.90 of
-    // an in-place update of the same bytes with a and b loaded a vector of each at a time (lines
-    // 0, 4, 1, 5, ... of the row) and at 0.96-1.01 in this order.
+    // A block of up to 4 vectors of each half at a time: its a's loaded, then each b, the first
+    // half's lanes stored once their pairs are read, the second half's at the end. In place on
+    // [4096, 32, 128] with the next rows requested (Zen 5, AVX-512: a whole row per block), the
+    // half layout ran at 0.83-0.88 of an in-place update of the same bytes a vector of each half
+    // per step, and at 0.95-1.01 this way (bench/NOTES.md). GCC orders the loads within a block
+    // as it sees fit: what helps is the freedom of the whole block, not one fixed order.
     constexpr Index kVectors = Pairs / kFloatLanes;
     constexpr Index kBlock = kVectors < 4 ? kVectors : 4;  // vectors of each half held at once
     for (Index v0 = 0; v0 < kVectors; v0 += kBlock) {
@@ -233,17 +235,12 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
         const Index i = (v0 + v) * kFloatLanes;
         if constexpr (Request) request_line(in + ahead + Pairs + i, i);
         b[v] = load_once<FloatVec>(in + Pairs + i);
+        const FloatVec c = load<FloatVec>(cos + i), s = load<FloatVec>(sin + i);
+        store(out + i, a[v] * c - b[v] * s);  // lane i of the first half: its a and b are read
+        b[v] = b[v] * c + a[v] * s;
       }
 #pragma GCC unroll 4
-      for (Index v = 0; v < kBlock; ++v) {
-        const Index i = (v0 + v) * kFloatLanes;
-        store(out + i, a[v] * load<FloatVec>(cos + i) - b[v] * load<FloatVec>(sin + i));
-      }
-#pragma GCC unroll 4
-      for (Index v = 0; v < kBlock; ++v) {
-        const Index i = (v0 + v) * kFloatLanes;
-        store(out + Pairs + i, b[v] * load<FloatVec>(cos + i) + a[v] * load<FloatVec>(sin + i));
-      }
+      for (Index v = 0; v < kBlock; ++v) store(out + Pairs + (v0 + v) * kFloatLanes, b[v]);
     }
     return;
   }
