@@ -217,7 +217,7 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
     // A block of up to 4 vectors of each half at a time: its a's loaded, then each b, the first
     // half's lanes stored once their pairs are read, the second half's at the end. In place on
     // [4096, 32, 128] with the next rows requested (Zen 5, AVX-512: a whole row per block), the
-    // half layout ran at 0.83-0.88 of an in-place update of the same bytes a vector of each half
+    // half layout ran at 0.85-0.90 of an in-place update of the same bytes a vector of each half
     // per step, and at 0.95-1.01 this way (bench/NOTES.md). GCC orders the loads within a block
     // as it sees fit: what helps is the freedom of the whole block, not one fixed order.
     constexpr Index kVectors = Pairs / kFloatLanes;
@@ -382,8 +382,8 @@ POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Index ahead, Rotate&& ro
 /// the row to request meanwhile (the same head of the next token; 0: none). In-place RoPE is
 /// memory-bound, and the hardware prefetcher alone did not keep up: on [4096, 32, 128] (Zen 5,
 /// interleaved) the rotation ran at 0.93-0.97 of an in-place update of the same bytes, and at
-/// 0.97-1.03 with the next token's rows requested a line per vector read (all of them at the
-/// token's start: ~0.8).
+/// 0.97-1.03 with the next token's rows requested, a line each, as each row is read (all 16 KiB
+/// at the token's start instead, half layout: ~0.8).
 inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs,
                               Index ahead = 0) {
   detail::with_fixed_pairs(pairs, ahead, [&](auto fixed, auto request) {
