@@ -21,4 +21,6 @@ using Index = std::ptrdiff_t;
 using Position = std::int64_t;
 /// Largest position accepted anywhere (FORMAT.md §4: positions lie in [0, 2^31 - 1]).
 inline constexpr Position kMaxPosition = 2147483647;
+/// Bytes per cache line on the x86-64 cores posenc targets: the unit of its memory requests.
+inline constexpr Index kCacheLineBytes = 64;
 }  // namespace posenc

@@ -651,7 +651,7 @@ class StreamPrefetcher {
   }
 
  private:
-  static constexpr std::uintptr_t kCacheLine = 64;
+  static constexpr auto kCacheLine = static_cast<std::uintptr_t>(kCacheLineBytes);
   static std::uintptr_t line_start(std::uintptr_t address) { return address & ~(kCacheLine - 1); }
   std::uintptr_t next_ = 0;
   std::uintptr_t run_end_ = 0;
