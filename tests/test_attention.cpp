@@ -531,7 +531,9 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
   // tiles, head dims that are not whole vectors. Decode row blocks of 1, 2, 3 and 4 rows per kv
   // head (queries x group) with key counts that leave a remainder of the decode key tile and of
   // the keys taken per step; one row per kv head (multi-head decode) over column blocks of every
-  // width. Decode key tiles of 32 keys (small K rows), 16 (8 x 96 floats per key) and 8 (6 x 700);
+  // width. Decode key tiles of every width, whichever tile size the host's L2 selects (64 or 256
+  // KiB; keys per tile at 64 / 256 KiB): small K rows (64 / 64), 8 x 96 floats per key (16 / 64),
+  // 8 x 160 (one vector / 32), 8 x 400 (one vector / 16) and 6 x 700 (one vector: 8 or 16 keys);
   // softmax chunks of 256 keys (one, a partial second, a partial third) and, with 80 rows, of one
   // tile; P V in passes of 8 keys, with a partial last pass and head dims that leave single
   // vectors and columns after the column blocks (2 vectors wide, 4 with AVX-512).
@@ -540,7 +542,8 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
                                      {70, 1, 2, 1, 1},   {16, 70, 2, 1, 128}, {1, 37, 3, 1, 13}, {3, 37, 3, 3, 20},
                                      {1, 70, 8, 1, 128}, {1, 33, 2, 2, 24},  {2, 45, 6, 2, 11},  {1, 45, 2, 2, 131},
                                      {1, 45, 8, 8, 96},  {2, 29, 12, 6, 700}, {1, 256, 4, 2, 8},  {3, 300, 4, 1, 20},
-                                     {7, 530, 8, 2, 16}, {2, 600, 40, 40, 8}, {1, 77, 8, 2, 48}};
+                                     {7, 530, 8, 2, 16}, {2, 600, 40, 40, 8}, {1, 77, 8, 2, 48},  {1, 100, 16, 8, 160},
+                                     {2, 100, 8, 8, 400}};
   for (const Shape& s : shapes) {
     const FTensor<3> q = random_tensor<3>(rng, {s.lq, s.heads, s.d}, -2.0f, 2.0f);
     const FTensor<3> k = random_tensor<3>(rng, {s.lk, s.kv_heads, s.d}, -2.0f, 2.0f);

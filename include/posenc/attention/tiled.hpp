@@ -11,7 +11,7 @@
 //    of the group streams its query tiles over them. Register-blocked micro-kernels:
 //    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
 //  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, in
-//    tiles of ~64 KiB requested in memory order a cache line per micro-kernel step ahead of use,
+//    tiles of 64 or 256 KiB (by the L2's size) requested in memory order a cache line per micro-kernel step ahead of use,
 //    with one softmax step per chunk of 256 keys; each vector is shared by every query head of
 //    its group (GQA without copying K/V).
 //
@@ -32,6 +32,10 @@
 #include <type_traits>
 #include <vector>
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>  // sysconf: the L2 size that sets the decode tile
+#endif
+
 #include "posenc/attention/checks.hpp"
 #include "posenc/attention/options.hpp"
 #include "posenc/concepts.hpp"
@@ -48,16 +52,40 @@ using simd::kFloatLanes;
 inline constexpr Index kQueryTile = 64;
 inline constexpr Index kKeyTile = 64;          // a multiple of 2 * kFloatLanes
 inline constexpr Index kDecodeMaxQueries = 8;   // fewer queries than this: the decode schedule
-// Decode key tiles hold about this many bytes of K (and as many of V) across the kv heads a call
-// streams: 16 keys of 8 kv heads at d = 128. The tile in use and the tile being prefetched then
-// stay in a 512 KiB L2 with room to spare; with 32-key tiles (128 KiB) GQA decode lost ~10 % on
-// Zen 3, and multi-head decode (32 kv heads) ran 0.61-0.76 of read bandwidth with 16-key tiles
-// (256 KiB) against 0.70-0.98 with 8 (bench/ decode and decode_mha, tile sizes alternated).
-inline constexpr Index kDecodeTileBytes = Index{64} << 10;
+// Decode key tiles hold about decode_tile_bytes() of K (and as many of V) across the kv heads a
+// call streams; the tile in use and the tile being requested both stay in L2. Each query head's
+// rows serve a whole tile of keys before the next head's are read, and they stay in L1 only if
+// the tile is long: the requested stream of one tile passes through L1 before a head's rows are
+// read again. With a 1 MiB L2 (Zen 5), GQA decode (Lk 4096, 32 heads on 8 kv heads; none, ALiBi,
+// RoPE) ran at 25.7-29.5 GB/s with 16-key tiles (64 KiB), 28.0-32.8 with 32 and 30.1-35.3 with
+// 64 (256 KiB) (bench/ decode, three alternating rounds); 128-key tiles (512 KiB) were slower
+// than 64 in a harness. With a 512 KiB L2 (Zen 3), 32-key tiles lost ~10 % against 16, and
+// multi-head decode (32 kv heads) ran 0.61-0.76 of read bandwidth with 16-key tiles (256 KiB)
+// against 0.70-0.98 with 8.
+inline constexpr Index kDecodeTileBytes = Index{64} << 10;       // an L2 under 1 MiB
+inline constexpr Index kDecodeWideTileBytes = Index{256} << 10;  // an L2 of 1 MiB or more
+
+/// Bytes of the calling core's L2 cache as the C library reports it (glibc reads CPUID), or 0
+/// where it does not.
+inline Index l2_cache_bytes() {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return bytes > 0 ? static_cast<Index>(bytes) : 0;
+#else
+  return 0;
+#endif
+}
+
+/// The decode tile size for this machine (above), looked up once.
+inline Index decode_tile_bytes() {
+  static const Index bytes = l2_cache_bytes() >= (Index{1} << 20) ? kDecodeWideTileBytes : kDecodeTileBytes;
+  return bytes;
+}
+
 // Keys per decode tile: compile-time widths, as the score rows and the softmax are vectorised over
 // them; never narrower than one vector (8 floats on AVX2, 16 on AVX-512), so a tile may hold more
-// than kDecodeTileBytes when a key is wide (32 kv heads at d = 128: 8 keys, 128 KiB).
-inline constexpr Index kDecodeKeyTiles[] = {std::max<Index>(8, kFloatLanes), 16, 32};
+// than decode_tile_bytes() when a key is wide (32 kv heads at d = 128: 16 keys, 256 KiB).
+inline constexpr Index kDecodeKeyTiles[] = {std::max<Index>(8, kFloatLanes), 16, 32, 64};
 // Decode softmax chunks: the keys of one online-softmax step (decode_kv_heads), where the scores
 // of all rows over them take at most kDecodeChunkScoreBytes (32 rows: 32 KiB).
 inline constexpr Index kDecodeChunkKeys = 256;
@@ -988,8 +1016,10 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       decode_kv_heads<kTile, kTile>(s, q, k, v, b, kv_begin, kv_end, seq, policy, rotation, scale, out);
     }
   };
-  const Index keys = kDecodeTileBytes / (kv_count * s.head_dim * static_cast<Index>(sizeof(float)));
-  if (keys >= kDecodeKeyTiles[2]) {
+  const Index keys = decode_tile_bytes() / (kv_count * s.head_dim * static_cast<Index>(sizeof(float)));
+  if (keys >= kDecodeKeyTiles[3]) {
+    run(std::integral_constant<Index, kDecodeKeyTiles[3]>{});
+  } else if (keys >= kDecodeKeyTiles[2]) {
     run(std::integral_constant<Index, kDecodeKeyTiles[2]>{});
   } else if (keys >= kDecodeKeyTiles[1]) {
     run(std::integral_constant<Index, kDecodeKeyTiles[1]>{});
