@@ -531,9 +531,8 @@ TEST_CASE("tiled attention agrees with the naive attention across tile and vecto
   // tiles, head dims that are not whole vectors. Decode row blocks of 1, 2, 3 and 4 rows per kv
   // head (queries x group) with key counts that leave a remainder of the decode key tile and of
   // the keys taken per step; one row per kv head (multi-head decode) over column blocks of every
-  // width. Decode key tiles of every width, whichever tile size the host's L2 selects (64 or 256
-  // KiB; keys per tile at 64 / 256 KiB): small K rows (64 / 64), 8 x 96 floats per key (16 / 64),
-  // 8 x 160 (one vector / 32), 8 x 400 (one vector / 16) and 6 x 700 (one vector: 8 or 16 keys);
+  // width. Decode key tiles of every width (one vector's keys, 16, 32, 64) whichever tile size the
+  // host's L2 selects (64 or 256 KiB): K rows of 3 floats up to 8 x 400 and 6 x 700 per key;
   // softmax chunks of 256 keys (one, a partial second, a partial third) and, with 80 rows, of one
   // tile; P V in passes of 8 keys, with a partial last pass and head dims that leave single
   // vectors and columns after the column blocks (2 vectors wide, 4 with AVX-512).

@@ -11,9 +11,9 @@
 //    of the group streams its query tiles over them. Register-blocked micro-kernels:
 //    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
 //  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, in
-//    tiles of 64 or 256 KiB (by the L2's size) requested in memory order a cache line per micro-kernel step ahead of use,
-//    with one softmax step per chunk of 256 keys; each vector is shared by every query head of
-//    its group (GQA without copying K/V).
+//    tiles of 64 or 256 KiB (by the L2's size) requested in memory order a cache line per
+//    micro-kernel step ahead of use, with one softmax step per chunk of 256 keys; each vector is
+//    shared by every query head of its group (GQA without copying K/V).
 //
 // The prefill buffers (packed keys, per-thread tiles) are kept by the calling thread between calls
 // (see PrefillBuffers).
