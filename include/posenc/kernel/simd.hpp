@@ -87,8 +87,7 @@ POSENC_ALWAYS_INLINE FloatVec splat(float x) {
 /// Asks the memory system for the cache line of `p` when the vector at float offset `i` of a row
 /// starts one (a request per line, not per vector). `p` is not dereferenced.
 POSENC_ALWAYS_INLINE void request_line(const float* p, Index i) {
-  constexpr Index kFloatsPerLine = kCacheLineBytes / Index{sizeof(float)};
-  if (i % kFloatsPerLine == 0) __builtin_prefetch(p);
+  if (i % kCacheLineFloats == 0) __builtin_prefetch(p);
 }
 
 namespace detail {

@@ -48,8 +48,7 @@ class RotaryCache {
   friend class RoPE;
   // Asks the memory system for the lines of position p's rows (p < size()), ahead of their use.
   void request_row(Position p) const {
-    constexpr Index kFloatsPerLine = kCacheLineBytes / Index{sizeof(float)};
-    for (Index i = 0; i < pairs_; i += kFloatsPerLine) {
+    for (Index i = 0; i < pairs_; i += kCacheLineFloats) {
       __builtin_prefetch(cos_row(p) + i);
       __builtin_prefetch(sin_row(p) + i);
     }
