@@ -15,6 +15,9 @@
 //   decode_incache/none/Lk256_H32_KV8_D128      a short context: 2 MiB of K and V, which stay in the
 //                                               L3 cache from call to call; read against
 //                                               probe/fma_peak (FLOPS: 4*D*Lk per head)
+//   decode_plain_alloc/none/Lk4096_H32_KV8_D128 decode/none with K and V in plain 64-byte aligned
+//                                               allocations (4 KiB pages unless THP is "always");
+//                                               every other large buffer here is on 2 MiB pages
 
 #include <benchmark/benchmark.h>
 
@@ -35,7 +38,8 @@ posenc::AttentionOptions causal_options() {
 
 /// T5 decoder self-attention bias: 32 buckets, max_distance 128, causal buckets, random table.
 posenc::RelativeBias make_t5(Index heads) {
-  const posenc::Tensor<float, 2> table = random_tensor<2>({32, heads}, 0x5eed0301);
+  posenc::Tensor<float, 2> table(32, heads);  // small: ordinary pages
+  fill_random(table.data(), table.size(), 0x5eed0301);
   return posenc::RelativeBias(posenc::RelativeBucketConfig{.num_buckets = 32, .max_distance = 128, .bidirectional = false},
                               table);
 }
@@ -63,8 +67,8 @@ void bench_causal(benchmark::State& state, Index length, const P& policy) {
 }
 
 template <class P>
-void bench_decode(benchmark::State& state, Index k_len, Index kv_heads, const P& policy) {
-  const AttentionInputs& in = attention_inputs(1, k_len, 32, kv_heads, kHeadDim);
+void bench_decode(benchmark::State& state, Index k_len, Index kv_heads, Pages kv_pages, const P& policy) {
+  const AttentionInputs& in = attention_inputs(1, k_len, 32, kv_heads, kHeadDim, kv_pages);
   run_attention(state, in, policy);
   state.SetBytesProcessed(in.kv_bytes() * state.iterations());
   const double flops = 4.0 * static_cast<double>(kHeadDim * in.k_len() * in.heads());  // every key visible
@@ -81,10 +85,10 @@ void register_causal(const std::string& policy_name, Index length, const P& poli
 
 template <class P>
 void register_decode(const std::string& policy_name, const P& policy, const std::string& prefix = "decode",
-                     Index k_len = 4096, Index kv_heads = 8) {
+                     Index k_len = 4096, Index kv_heads = 8, Pages kv_pages = Pages::kHuge) {
   const std::string name = prefix + "/" + policy_name + "/Lk" + std::to_string(k_len) + "_H32_KV" +
                            std::to_string(kv_heads) + "_D128";
-  with_min(benchmark::RegisterBenchmark(name.c_str(), bench_decode<P>, k_len, kv_heads, policy)
+  with_min(benchmark::RegisterBenchmark(name.c_str(), bench_decode<P>, k_len, kv_heads, kv_pages, policy)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime());
 }
@@ -117,6 +121,8 @@ void register_attention_benchmarks() {
   register_decode("none", posenc::NoPosition{}, "decode_mha", 1024, 32);
   // A short context, whose K and V stay in cache: bound by the arithmetic rather than by memory.
   register_decode("none", posenc::NoPosition{}, "decode_incache", 256, 8);
+  // The KV cache as a plain allocation gets it: what huge pages are worth to a decode step.
+  register_decode("none", posenc::NoPosition{}, "decode_plain_alloc", 4096, 8, Pages::kPlain);
 }
 
 }  // namespace posenc_bench

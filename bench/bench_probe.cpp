@@ -26,7 +26,7 @@ namespace {
 constexpr Index kProbeBytes = Index{64} << 20;
 constexpr Index kProbeFloats = kProbeBytes / Index{sizeof(float)};
 
-posenc::Tensor<float, 1> probe_array(Index floats = kProbeFloats) {
+BenchTensor<1> probe_array(Index floats = kProbeFloats) {
   return random_tensor<1>({floats}, 0x5eed0201);  // fresh copy: the update probe mutates it
 }
 
@@ -35,7 +35,7 @@ BENCH_NOINLINE void inplace_update(float* POSENC_RESTRICT a, Index n, float s, f
 }
 
 void probe_inplace_update(benchmark::State& state, Index bytes) {
-  posenc::Tensor<float, 1> a = probe_array(bytes / Index{sizeof(float)});
+  BenchTensor<1> a = probe_array(bytes / Index{sizeof(float)});
   float s = 0.5f;  // a -> 2: bounded, never denormal
   float t = 1.0f;
   benchmark::DoNotOptimize(s);
@@ -52,8 +52,8 @@ BENCH_NOINLINE void copy_update(const float* POSENC_RESTRICT a, float* POSENC_RE
 }
 
 void probe_copy_update(benchmark::State& state) {
-  const posenc::Tensor<float, 1> a = probe_array();
-  posenc::Tensor<float, 1> b = probe_array();  // written over; faulted in (and on huge pages) before timing
+  const BenchTensor<1> a = probe_array();
+  BenchTensor<1> b = probe_array();  // written over; faulted in (and on huge pages) before timing
   float s = 0.5f;
   float t = 1.0f;
   benchmark::DoNotOptimize(s);
@@ -81,7 +81,7 @@ BENCH_NOINLINE float sum(const float* POSENC_RESTRICT a, Index n) {
 }
 
 void probe_read(benchmark::State& state) {
-  const posenc::Tensor<float, 1> a = probe_array();
+  const BenchTensor<1> a = probe_array();
   for (auto _ : state) {
     float total = sum(a.data(), a.size());
     benchmark::DoNotOptimize(total);

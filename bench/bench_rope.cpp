@@ -53,11 +53,11 @@ void rope_tablefree_interleaved(const posenc::RoPE& rope, posenc::TensorRef<floa
   rope.apply(x, positions);
 }
 
-std::int64_t tensor_bytes(const posenc::Tensor<float, 3>& x) { return static_cast<std::int64_t>(x.size()) * 4; }
+std::int64_t tensor_bytes(const BenchTensor<3>& x) { return static_cast<std::int64_t>(x.size()) * 4; }
 
 void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall call, Index tokens) {
   const Activations& input = activations(tokens, kHeads, kHeadDim);
-  posenc::Tensor<float, 3> x = huge_page_copy(input.x);  // rotated in place, iteration after iteration (norms stay put)
+  BenchTensor<3> x = huge_page_copy(input.x);  // rotated in place, iteration after iteration (norms stay put)
   const posenc::RoPE rope = make_rope(layout);
   const posenc::RotaryCache cache = rope.cache(kTokens);
   for (auto _ : state) {
@@ -69,8 +69,8 @@ void bench_rope(benchmark::State& state, posenc::RopeLayout layout, RopeCall cal
 
 void bench_rope_into(benchmark::State& state, posenc::RopeLayout layout) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
-  const posenc::Tensor<float, 3> x = huge_page_copy(input.x);
-  posenc::Tensor<float, 3> out = huge_page_copy(input.x);  // written over; its pages faulted in before timing
+  const BenchTensor<3> x = huge_page_copy(input.x);
+  BenchTensor<3> out = huge_page_copy(input.x);  // written over; its pages faulted in before timing
   const posenc::RoPE rope = make_rope(layout);
   const posenc::RotaryCache cache = rope.cache(kTokens);
   for (auto _ : state) {
@@ -82,7 +82,7 @@ void bench_rope_into(benchmark::State& state, posenc::RopeLayout layout) {
 
 void bench_rope_reference_half(benchmark::State& state) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
-  posenc::Tensor<float, 3> x = huge_page_copy(input.x);
+  BenchTensor<3> x = huge_page_copy(input.x);
   const posenc::RoPE rope = make_rope(posenc::RopeLayout::kHalf);
   const Index pairs = kHeadDim / 2;
   const posenc::RotaryCache cache = rope.cache(kTokens);  // cos/sin table [4096, 64]

@@ -10,12 +10,17 @@
 // same in-place probe ran up to 35 % slower on one 64 MiB buffer than on another allocated in the
 // same process, persistently (most likely TLB misses under the VM's nested paging, not measured
 // directly): a kernel read against a probe on a different buffer measured its buffer's luck. With
-// huge pages the spread between buffers fell under 5 %.
+// huge pages the spread between buffers fell under 5 %. Each buffer lies on whole huge pages
+// (BenchTensor): advised inside Eigen's storage, a 16 MiB K or V kept about 2 MiB on 4 KiB
+// pages, and decode read its K and V ~6 % slower (bench/NOTES.md, 2026-12-03).
 
 #include <algorithm>
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <new>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -46,39 +51,69 @@ inline void fill_random(float* data, Index n, std::uint64_t seed) {
   for (Index i = 0; i < n; ++i) data[i] = uniform(engine);
 }
 
-/// Asks for transparent huge pages over the whole 2 MiB pages inside [data, data + bytes). Call it
-/// before the memory is first written: the pages are chosen when they fault in. A no-op off Linux
-/// or when THP is disabled (the call then fails and is ignored).
-inline void advise_huge_pages([[maybe_unused]] void* data, [[maybe_unused]] std::size_t bytes) {
+/// How a benchmark buffer is allocated:
+/// - kHuge: on whole transparent huge pages (2 MiB) where Linux offers them: 2 MiB-aligned,
+///   rounded up to whole pages and advised before it is first written (the pages are chosen when
+///   they fault in). Eigen's own storage is only 64-byte aligned, so a 16 MiB tensor advised
+///   inside it kept about 2 MiB on 4 KiB pages at its two ends. Where THP is off (or off Linux)
+///   the advice is a no-op.
+/// - kPlain: 64-byte aligned, no advice: what a plain allocation (an Eigen tensor's, say) gets,
+///   4 KiB pages unless THP is set to "always".
+enum class Pages { kHuge, kPlain };
+
+class PageStorage {
+ protected:
+  PageStorage(std::size_t bytes, Pages pages) {
+    const std::size_t alignment = pages == Pages::kHuge ? std::size_t{2} << 20 : 64;
+    const std::size_t rounded = std::max<std::size_t>((bytes + alignment - 1) / alignment, 1) * alignment;
+    memory_.reset(static_cast<float*>(std::aligned_alloc(alignment, rounded)));
+    if (!memory_) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHugePage = std::uintptr_t{2} << 20;
-  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
-  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHugePage - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+    if (pages == Pages::kHuge) madvise(memory_.get(), rounded, MADV_HUGEPAGE);  // fails harmlessly without THP
 #endif
-}
+  }
+  float* memory() const { return memory_.get(); }
 
-/// An uninitialised row-major tensor (Eigen storage, so aligned like every posenc tensor) on huge pages.
-template <int Rank>
-posenc::Tensor<float, Rank> huge_page_tensor(const std::array<Index, Rank>& dims) {
-  posenc::Tensor<float, Rank> t(dims);
-  advise_huge_pages(t.data(), static_cast<std::size_t>(t.size()) * sizeof(float));
-  return t;
-}
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> memory_;
+};
 
-/// A random tensor on huge pages.
+/// A row-major float tensor for benchmark inputs and buffers, on PageStorage: a posenc::TensorMap
+/// over it, which binds to every posenc argument as an Eigen tensor does. Movable, not assignable
+/// (TensorMap's assignment would copy the elements).
 template <int Rank>
-posenc::Tensor<float, Rank> random_tensor(const std::array<Index, Rank>& dims, std::uint64_t seed) {
-  posenc::Tensor<float, Rank> t = huge_page_tensor<Rank>(dims);
+class BenchTensor : private PageStorage, public posenc::TensorMap<float, Rank> {
+ public:
+  /// Uninitialised.
+  explicit BenchTensor(const std::array<Index, Rank>& dims, Pages pages = Pages::kHuge)
+      : PageStorage(static_cast<std::size_t>(element_count(dims)) * sizeof(float), pages),
+        posenc::TensorMap<float, Rank>(memory(), dims) {}
+  BenchTensor(BenchTensor&&) noexcept = default;
+  BenchTensor& operator=(BenchTensor&&) = delete;
+
+ private:
+  static Index element_count(const std::array<Index, Rank>& dims) {
+    return std::accumulate(dims.begin(), dims.end(), Index{1}, std::multiplies<>());
+  }
+};
+
+/// A random tensor.
+template <int Rank>
+BenchTensor<Rank> random_tensor(const std::array<Index, Rank>& dims, std::uint64_t seed, Pages pages = Pages::kHuge) {
+  BenchTensor<Rank> t(dims, pages);
   fill_random(t.data(), t.size(), seed);
   return t;
 }
 
-/// A copy of `source` on huge pages (a tensor to mutate: `Tensor x = source` would fault its pages in
-/// as it copies, before they could be advised).
+/// A copy of `source` on huge pages (a tensor to mutate in place, or to write over).
 template <int Rank>
-posenc::Tensor<float, Rank> huge_page_copy(const posenc::Tensor<float, Rank>& source) {
-  posenc::Tensor<float, Rank> t = huge_page_tensor<Rank>(source.dimensions());
+BenchTensor<Rank> huge_page_copy(const BenchTensor<Rank>& source) {
+  std::array<Index, Rank> dims;
+  for (int i = 0; i < Rank; ++i) dims[static_cast<std::size_t>(i)] = source.dimension(i);
+  BenchTensor<Rank> t(dims);
   std::copy(source.data(), source.data() + source.size(), t.data());
   return t;
 }
@@ -100,7 +135,7 @@ const Value& cached(std::map<Key, std::unique_ptr<const Value>>& cache, const Ke
 
 /// A [tokens, heads, head_dim] activation and its positions 0 .. tokens - 1.
 struct Activations {
-  posenc::Tensor<float, 3> x;
+  BenchTensor<3> x;
   std::vector<Position> positions;
 };
 
@@ -114,9 +149,9 @@ inline const Activations& activations(Index tokens, Index heads, Index head_dim)
 
 /// q [q_len, heads, D] at positions k_len - q_len .. k_len - 1 (the last queries of the sequence:
 /// a prefill when q_len == k_len, a decode step when q_len == 1); k, v [k_len, kv_heads, D] at
-/// positions 0 .. k_len - 1.
+/// positions 0 .. k_len - 1. K and V on `kv_pages`.
 struct AttentionInputs {
-  posenc::Tensor<float, 3> q, k, v;
+  BenchTensor<3> q, k, v;
   std::vector<Position> q_positions, k_positions;
 
   Index q_len() const { return q.dimension(0); }
@@ -128,12 +163,14 @@ struct AttentionInputs {
   std::int64_t kv_bytes() const { return static_cast<std::int64_t>(k.size() + v.size()) * 4; }
 };
 
-inline const AttentionInputs& attention_inputs(Index q_len, Index k_len, Index heads, Index kv_heads, Index head_dim) {
-  static std::map<std::array<Index, 5>, std::unique_ptr<const AttentionInputs>> cache;
-  return cached(cache, std::array<Index, 5>{q_len, k_len, heads, kv_heads, head_dim}, [&] {
+inline const AttentionInputs& attention_inputs(Index q_len, Index k_len, Index heads, Index kv_heads, Index head_dim,
+                                               Pages kv_pages = Pages::kHuge) {
+  static std::map<std::array<Index, 6>, std::unique_ptr<const AttentionInputs>> cache;
+  const std::array<Index, 6> key{q_len, k_len, heads, kv_heads, head_dim, static_cast<Index>(kv_pages)};
+  return cached(cache, key, [&] {
     return AttentionInputs{random_tensor<3>({q_len, heads, head_dim}, 0x5eed0101),
-                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0102),
-                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0103),
+                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0102, kv_pages),
+                           random_tensor<3>({k_len, kv_heads, head_dim}, 0x5eed0103, kv_pages),
                            iota_positions(q_len, k_len - q_len), iota_positions(k_len)};
   });
 }

@@ -34,6 +34,7 @@ ROWS = [
     ("decode/rope_rerotate/Lk4096_H32_KV8_D128", "probe/read/64MiB", "bytes_per_second", None),
     ("decode_mha/none/Lk1024_H32_KV32_D128", "probe/read/64MiB", "bytes_per_second", None),
     ("decode_incache/none/Lk256_H32_KV8_D128", "probe/fma_peak", "FLOPS", None),
+    ("decode_plain_alloc/none/Lk4096_H32_KV8_D128", "decode/none/Lk4096_H32_KV8_D128", "bytes_per_second", None),
 ]
 
 
