@@ -12,7 +12,7 @@
 // directly): a kernel read against a probe on a different buffer measured its buffer's luck. With
 // huge pages the spread between buffers fell under 5 %. Each buffer lies on whole huge pages
 // (BenchTensor): advised inside Eigen's storage, a 16 MiB K or V kept about 2 MiB on 4 KiB
-// pages, and decode read its K and V ~6 % slower (bench/NOTES.md, 2026-12-03).
+// pages, and decode streamed them 1-7 % slower (bench/NOTES.md, second session of 2026-12-03).
 
 #include <algorithm>
 #include <benchmark/benchmark.h>
