@@ -5,14 +5,15 @@
 // whatever else the filter selects) and built lazily, once per process, on first use: a filter
 // that skips a benchmark never pays for its inputs.
 //
-// Every large buffer (inputs, the probes' arrays, the tensors RoPE rotates in place) is backed by
-// transparent huge pages where Linux offers them (madvise mode included). With 4 KiB pages, the
-// same in-place probe ran up to 35 % slower on one 64 MiB buffer than on another allocated in the
-// same process, persistently (most likely TLB misses under the VM's nested paging, not measured
-// directly): a kernel read against a probe on a different buffer measured its buffer's luck. With
-// huge pages the spread between buffers fell under 5 %. Each buffer lies on whole huge pages
-// (BenchTensor): advised inside Eigen's storage, a 16 MiB K or V kept about 2 MiB on 4 KiB
-// pages, and decode streamed them 1-7 % slower (bench/NOTES.md, second session of 2026-12-03).
+// Every large buffer (inputs, the probes' arrays, the tensors RoPE rotates in place; all but the
+// K and V of decode_plain_alloc/) lies on whole transparent huge pages where Linux offers them
+// (madvise mode included). With 4 KiB pages, the same in-place probe ran up to 35 % slower on one
+// 64 MiB buffer than on another allocated in the same process, persistently (most likely TLB
+// misses under the VM's nested paging, not measured directly): a kernel read against a probe on a
+// different buffer measured its buffer's luck. With huge pages the spread between buffers fell
+// under 5 %. Whole pages (BenchTensor): advised inside Eigen's storage, a 16 MiB K or V kept
+// about 2 MiB on 4 KiB pages, and decode streamed them 1-7 % slower (bench/NOTES.md, second
+// session of 2026-12-03).
 
 #include <algorithm>
 #include <benchmark/benchmark.h>
@@ -20,9 +21,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
-#include <new>
 #include <map>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -61,6 +62,7 @@ inline void fill_random(float* data, Index n, std::uint64_t seed) {
 ///   4 KiB pages unless THP is set to "always".
 enum class Pages { kHuge, kPlain };
 
+/// Owns one benchmark buffer, allocated as `Pages` says.
 class PageStorage {
  protected:
   PageStorage(std::size_t bytes, Pages pages) {
