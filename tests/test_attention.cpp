@@ -295,6 +295,48 @@ TEST_CASE("decoding the last token (1 query at position p over p+1 keys) equals 
   }
 }
 
+TEST_CASE("inputs near float's range give the exact finite result, not an overflow", "[attention]") {
+  // Values near FLT_MAX: with equal scores the output is their mean, though the sum of the
+  // weighted values is far beyond float. Decode (1 query) and prefill (many) take different kernels.
+  const Index heads = 2, d = 20, lk = 40;
+  constexpr float kHuge = 3.0e38f;
+  for (const Index lq : {Index{1}, Index{24}}) {
+    std::mt19937 rng(57);
+    FTensor<3> q(lq, heads, d), v(lk, heads, d);
+    const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+    q.setZero();  // every score 0
+    v.setConstant(kHuge);
+    const std::vector<Position> qp = iota_positions(lq, lk - lq), kp = iota_positions(lk);
+    for (const auto kernel : kKernels) {
+      INFO("kernel " << kernel_name(kernel) << ", lq " << lq);
+      const auto options = attention_options(false, std::nullopt, kernel);
+      const FTensor<3> o = posenc::attention(q, k, v, qp, kp, posenc::NoPosition{}, options);
+      for (Index i = 0; i < o.size(); ++i) REQUIRE(o.data()[i] == Approx(kHuge).epsilon(1e-6));
+    }
+  }
+  // Scores beyond float: q.k = +-1e40 * scale. Keys 0 and 1 score +1e40 (equal), the rest -1e40:
+  // weights 1/2, 1/2 and exp(-2e40) = 0, so the output is the mean of v_0 = 1 and v_1 = 3.
+  for (const Index lq : {Index{1}, Index{24}}) {
+    FTensor<3> q(lq, 1, 4), k(lk, 1, 4), v(lk, 1, 4);
+    q.setZero();
+    k.setZero();
+    v.setConstant(100.0f);
+    for (Index i = 0; i < lq; ++i) q(i, 0, 0) = 1e20f;
+    for (Index j = 0; j < lk; ++j) k(j, 0, 0) = j < 2 ? 1e20f : -1e20f;
+    for (Index c = 0; c < 4; ++c) {
+      v(0, 0, c) = 1.0f;
+      v(1, 0, c) = 3.0f;
+    }
+    const std::vector<Position> qp = iota_positions(lq, lk - lq), kp = iota_positions(lk);
+    for (const auto kernel : kKernels) {
+      INFO("kernel " << kernel_name(kernel) << ", lq " << lq);
+      const auto options = attention_options(false, std::nullopt, kernel);
+      const FTensor<3> o = posenc::attention(q, k, v, qp, kp, posenc::NoPosition{}, options);
+      for (Index i = 0; i < o.size(); ++i) REQUIRE(o.data()[i] == 2.0f);
+    }
+  }
+}
+
 TEST_CASE("a row with no visible key outputs zeros, never NaN", "[attention]") {
   std::mt19937 rng(48);
   const Index heads = 2, d = 4;

@@ -8,6 +8,7 @@
 //   no key yields zeros.
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 
 #include "posenc/attention/checks.hpp"
@@ -18,6 +19,19 @@
 #include "posenc/tensor.hpp"
 
 namespace posenc {
+
+namespace detail {
+/// Whether x[0, n) holds no infinity and no NaN (all exponent bits set): integer tests, which
+/// compilers vectorise.
+inline bool all_finite(const float* x, Index n) {
+  constexpr std::uint32_t kExponent = 0x7f800000u;
+  std::uint32_t non_finite = 0;
+  for (Index i = 0; i < n; ++i) {
+    non_finite |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(x[i]) & kExponent) == kExponent);
+  }
+  return non_finite == 0;
+}
+}  // namespace detail
 
 /// Raw-pointer form for engines without Eigen: every buffer dense row-major with the sizes of
 /// `shape` (see AttentionShape); `key_padding` may be null; `out` has q's shape and overlaps none
@@ -41,7 +55,10 @@ void attention_into(const AttentionShape& shape, const float* q, const float* k,
 #if defined(POSENC_HAS_VECTOR_KERNELS)
   if (options.kernel == AttentionKernel::kTiled) {
     detail::tiled_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
-    return;
+    // The float kernels overflow where only inputs near float's range (~3.4e38) take them: a score
+    // q.k, or a row's unnormalised sum of weighted values (up to k_len * max |v|), beyond it. The
+    // exact result is finite all the same, so such a call is redone in double by the reference.
+    if (detail::all_finite(out, out_ref.size())) return;
   }
 #endif
   detail::reference_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
