@@ -851,6 +851,37 @@ TEST_CASE("score biases over a consecutive KV cache at large offsets match the n
   }
 }
 
+TEST_CASE("T5 biases of large magnitude keep the softmax's precision", "[attention]") {
+  // Table values near -1e4 (float spacing ~1e-3 there): only their differences, a few units,
+  // matter to the softmax, and a score rounded to float after its bias is added loses them.
+  std::mt19937 rng(62);
+  const Index heads = 2, d = 8, lk = 300;
+  const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+  const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
+  T5Setup t5 = t5_setup(heads, false);
+  for (Index i = 0; i < t5.table.size(); ++i) t5.table.data()[i] -= 10000.0f;
+  const std::vector<Position> kp = iota_positions(lk, 5000);
+  const std::vector<std::vector<Position>> query_sets = {{5000 + lk - 1}, iota_positions(70, 5000 + lk - 70)};
+  // max_distance 20: the bias by offset; 10^5: past RelativeBias's offset table, a bucket per key.
+  for (const Position max_distance : {Position{20}, Position{100000}}) {
+    t5.config.max_distance = max_distance;
+    const posenc::RelativeBias t5_bias(t5.config, t5.table);
+    for (const std::vector<Position>& qp : query_sets) {
+      const FTensor<3> q = random_tensor<3>(rng, {static_cast<Index>(qp.size()), heads, d});
+      for (const auto kernel : kKernels) {
+        for (const bool causal : {false, true}) {
+          INFO("max_distance " << max_distance << ", kernel " << kernel_name(kernel) << ", queries " << qp.size()
+                               << ", causal " << causal);
+          const auto options = attention_options(causal, std::nullopt, kernel);
+          check_close(posenc::attention(q, k, v, qp, kp, t5_bias, options),
+                      reference_attention(ref_t5(t5.config, t5.table), q, k, v, qp, kp, causal, 1.0 / std::sqrt(8.0)),
+                      2e-5, 2e-5);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("empty calls: no queries give an empty result, no keys give zero rows", "[attention]") {
   std::mt19937 rng(61);
   const Index heads = 4, kv = 2, d = 8;

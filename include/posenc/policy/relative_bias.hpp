@@ -4,6 +4,7 @@
 // uses no 1/sqrt(d) scaling (pass AttentionOptions{.scale = 1.0}).
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -38,24 +39,33 @@ class RelativeBias : public EncodingBase {
   // --- score-bias hook ---
   /// Keys at k_first, k_first + 1, ...: the offsets k - q run consecutively, so the row is a
   /// saturated prefix, a contiguous slice of the head's bias by offset, and a saturated suffix.
-  /// Returns 0: T5 biases are table values, small at any distance.
+  /// Adds each bias less the row's largest, which it returns for the softmax to subtract (in
+  /// double): a trained table's values are small, but where they are large (|b| ~ 1e4, float
+  /// spacing 1e-3) a score plus its bias would lose the digits the softmax needs; biases near the
+  /// largest differ from it exactly (Sterbenz), and those far below it weigh ~0.
   double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
-    if (!by_offset_) {
-      for (Index j = 0; j < n; ++j) {
-        const Position k = k_first + j;
-        add_bias_row(head, q_position, &k, 1, row + j);
-      }
-      return 0.0;
+    if (!by_offset_) {  // a bucket search per key
+      const float* column = table_->data() + head;
+      const auto bias_of = [&](Index j) { return column[buckets_.bucket(k_first + j - q_position) * num_heads()]; };
+      float largest = -std::numeric_limits<float>::infinity();
+      for (Index j = 0; j < n; ++j) largest = std::max(largest, bias_of(j));
+      for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - largest;
+      return largest;
     }
     const Position reach = buckets_.config().max_distance;
     const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;  // bias[offset], |offset| <= reach
     const Position first = k_first - q_position;                              // offset of row[0]
     const Index below = static_cast<Index>(std::clamp<Position>(-reach - first, 0, n));      // offsets < -reach
     const Index inside = static_cast<Index>(std::clamp<Position>(reach + 1 - first, 0, n));  // offsets <= reach
-    for (Index j = 0; j < below; ++j) row[j] += bias[-reach];
-    for (Index j = below; j < inside; ++j) row[j] += bias[first + j];
-    for (Index j = std::max(below, inside); j < n; ++j) row[j] += bias[reach];
-    return 0.0;
+    const Index suffix = std::max(below, inside);
+    float largest = -std::numeric_limits<float>::infinity();
+    if (below > 0) largest = bias[-reach];
+    for (Index j = below; j < inside; ++j) largest = std::max(largest, bias[first + j]);
+    if (suffix < n) largest = std::max(largest, bias[reach]);
+    for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - largest;
+    for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - largest;
+    for (Index j = suffix; j < n; ++j) row[j] += bias[reach] - largest;
+    return largest;
   }
 
   void check_heads(Index heads) const {
