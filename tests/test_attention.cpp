@@ -314,6 +314,19 @@ TEST_CASE("inputs near float's range give the exact finite result, not an overfl
       for (Index i = 0; i < o.size(); ++i) REQUIRE(o.data()[i] == Approx(kHuge).epsilon(1e-6));
     }
   }
+  // An input that is not finite already: NaN where it reaches (that query's row), finite elsewhere.
+  {
+    const Index lq = 24;
+    std::mt19937 rng(58);
+    FTensor<3> q = random_tensor<3>(rng, {lq, heads, d});
+    const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+    const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
+    q(0, 0, 0) = std::numeric_limits<float>::infinity();
+    const FTensor<3> o = posenc::attention(q, k, v, iota_positions(lq, lk - lq), iota_positions(lk),
+                                           posenc::NoPosition{}, attention_options(false));
+    CHECK(std::isnan(o(0, 0, 0)));
+    CHECK(std::isfinite(o(1, 0, 0)));
+  }
   // Scores beyond float: q.k = +-1e40 * scale. Keys 0 and 1 score +1e40 (equal), the rest -1e40:
   // weights 1/2, 1/2 and exp(-2e40) = 0, so the output is the mean of v_0 = 1 and v_1 = 3.
   for (const Index lq : {Index{1}, Index{24}}) {

@@ -57,8 +57,13 @@ void attention_into(const AttentionShape& shape, const float* q, const float* k,
     detail::tiled_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
     // The float kernels overflow where only inputs near float's range (~3.4e38) take them: a score
     // q.k, or a row's unnormalised sum of weighted values (up to k_len * max |v|), beyond it. The
-    // exact result is finite all the same, so such a call is redone in double by the reference.
+    // exact result is finite all the same, so such a call is redone in double by the reference;
+    // not one whose inputs hold an inf or NaN already (its result is NaN either way).
     if (detail::all_finite(out, out_ref.size())) return;
+    const Index kv_size = shape.batch * shape.k_len * shape.kv_heads * shape.head_dim;
+    if (!detail::all_finite(q, out_ref.size()) || !detail::all_finite(k, kv_size) || !detail::all_finite(v, kv_size)) {
+      return;
+    }
   }
 #endif
   detail::reference_attention_unchecked(shape, q, k, v, q_positions, k_positions, key_padding, policy, options, out);
