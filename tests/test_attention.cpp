@@ -875,6 +875,34 @@ TEST_CASE("T5 biases of large magnitude keep the softmax's precision", "[attenti
   for (Index i = 0; i < t5.table.size(); ++i) t5.table.data()[i] -= 10000.0f;
   const std::vector<Position> kp = iota_positions(lk, 5000);
   const std::vector<std::vector<Position>> query_sets = {{5000 + lk - 1}, iota_positions(70, 5000 + lk - 70)};
+  // Biases too large for a score to register next to them, even in double (1e20): with a single
+  // visible key its weight is 1 all the same, and the output is its value.
+  for (const Index lq : {Index{1}, Index{12}}) {
+    FTensor<2> huge_table(16, heads);
+    huge_table.setConstant(1e20f);
+    FTensor<3> q(lq, heads, d), k_unit(lk, heads, d);
+    q.setZero();
+    k_unit.setZero();
+    for (Index i = 0; i < lq; ++i) {
+      for (Index h = 0; h < heads; ++h) q(i, h, 0) = -100.0f;  // scale * q.k = -100
+    }
+    for (Index j = 0; j < lk; ++j) {
+      for (Index h = 0; h < heads; ++h) k_unit(j, h, 0) = 1.0f;
+    }
+    std::vector<std::uint8_t> one_visible(static_cast<std::size_t>(lk), 1);
+    one_visible[5] = 0;
+    for (const auto kernel : kKernels) {
+      INFO("huge table, kernel " << kernel_name(kernel) << ", queries " << lq);
+      const FTensor<3> o = posenc::attention(q, k_unit, v, iota_positions(lq, 5000 + lk - lq), kp,
+                                             posenc::RelativeBias(t5.config, huge_table),
+                                             attention_options(false, 1.0, kernel), one_visible);
+      for (Index i = 0; i < lq; ++i) {
+        for (Index h = 0; h < heads; ++h) {
+          for (Index c = 0; c < d; ++c) CHECK(o(i, h, c) == v(5, h, c));
+        }
+      }
+    }
+  }
   // max_distance 20: the bias by offset; 10^5: past RelativeBias's offset table, a bucket per key.
   for (const Position max_distance : {Position{20}, Position{100000}}) {
     t5.config.max_distance = max_distance;
