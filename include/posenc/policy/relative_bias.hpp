@@ -53,9 +53,9 @@ class RelativeBias : public EncodingBase {
       const auto bias_of = [&](Index j) { return column[buckets_.bucket(k_first + j - q_position) * num_heads()]; };
       float largest = -std::numeric_limits<float>::infinity();
       for (Index j = 0; j < n; ++j) largest = std::max(largest, bias_of(j));
-      if (!(std::fabs(largest) <= kLargestSubtracted)) largest = 0.0f;  // n = 0 included
-      for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - largest;
-      return largest;
+      const float offset = row_offset(largest);
+      for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - offset;
+      return offset;
     }
     const Position reach = buckets_.config().max_distance;
     const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;  // bias[offset], |offset| <= reach
@@ -67,11 +67,11 @@ class RelativeBias : public EncodingBase {
     if (below > 0) largest = bias[-reach];
     for (Index j = below; j < inside; ++j) largest = std::max(largest, bias[first + j]);
     if (suffix < n) largest = std::max(largest, bias[reach]);
-    if (!(std::fabs(largest) <= kLargestSubtracted)) largest = 0.0f;  // n = 0 included
-    for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - largest;
-    for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - largest;
-    for (Index j = suffix; j < n; ++j) row[j] += bias[reach] - largest;
-    return largest;
+    const float offset = row_offset(largest);
+    for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - offset;
+    for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - offset;
+    for (Index j = suffix; j < n; ++j) row[j] += bias[reach] - offset;
+    return offset;
   }
 
   void check_heads(Index heads) const {
@@ -122,6 +122,9 @@ class RelativeBias : public EncodingBase {
   // Largest bias subtracted in add_bias_row_consecutive: next to it double still resolves a score
   // to 2^-22 (2.4e-7), so the reference's logits are exact enough for the offset to agree with.
   static constexpr float kLargestSubtracted = 1 << 30;
+  /// The constant add_bias_row_consecutive takes off a row whose largest bias is `largest`: that
+  /// bias, or 0 past kLargestSubtracted (and for an empty row, largest = -inf).
+  static float row_offset(float largest) { return std::fabs(largest) <= kLargestSubtracted ? largest : 0.0f; }
 
   RelativeBuckets buckets_;
   std::shared_ptr<const Tensor<float, 2>> table_;
