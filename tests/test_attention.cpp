@@ -903,6 +903,21 @@ TEST_CASE("T5 biases of large magnitude keep the softmax's precision", "[attenti
       }
     }
   }
+  // Tables past 2^30 (float spacing 128 and more), whose logits double still resolves to 1e-4 or
+  // better: the weights follow the scores as in the reference.
+  for (const float magnitude : {1.5e9f, -1.5e9f, 1e12f}) {
+    FTensor<2> large_table = t5.table;
+    for (Index i = 0; i < large_table.size(); ++i) large_table.data()[i] = magnitude + 1024.0f * static_cast<float>(i % 3);
+    const std::vector<Position> qp = iota_positions(70, 5000 + lk - 70);
+    const FTensor<3> q = random_tensor<3>(rng, {70, heads, d});
+    for (const auto kernel : kKernels) {
+      INFO("table near " << magnitude << ", kernel " << kernel_name(kernel));
+      check_close(posenc::attention(q, k, v, qp, kp, posenc::RelativeBias(t5.config, large_table),
+                                    attention_options(true, std::nullopt, kernel)),
+                  reference_attention(ref_t5(t5.config, large_table), q, k, v, qp, kp, true, 1.0 / std::sqrt(8.0)),
+                  2e-5, 2e-5);
+    }
+  }
   // max_distance 20: the bias by offset; 10^5: past RelativeBias's offset table, a bucket per key.
   for (const Position max_distance : {Position{20}, Position{100000}}) {
     t5.config.max_distance = max_distance;
@@ -918,6 +933,53 @@ TEST_CASE("T5 biases of large magnitude keep the softmax's precision", "[attenti
                       reference_attention(ref_t5(t5.config, t5.table), q, k, v, qp, kp, causal, 1.0 / std::sqrt(8.0)),
                       2e-5, 2e-5);
         }
+      }
+    }
+  }
+}
+
+TEST_CASE("a row keeps its precision when keys it cannot see carry far larger T5 biases", "[attention]") {
+  // The tiled kernels subtract one bias per row (or per block of rows) before the softmax, taken
+  // over keys some rows cannot see. Tables whose invisible buckets lie 6000 above the visible ones
+  // would leave those rows' logits near -6000, where float spacing (5e-4) swamps the scores.
+  std::mt19937 rng(63);
+  const Index heads = 2, d = 8, lk = 300;
+  const FTensor<3> k = random_tensor<3>(rng, {lk, heads, d});
+  const FTensor<3> v = random_tensor<3>(rng, {lk, heads, d});
+  const std::vector<Position> kp = iota_positions(lk, 0);
+  struct Setting {
+    const char* name;
+    bool bidirectional;
+    std::vector<std::uint8_t> padding;
+  };
+  std::vector<std::uint8_t> near_keys_padded(static_cast<std::size_t>(lk), 0);
+  for (Index j = 100; j < 200; ++j) near_keys_padded[static_cast<std::size_t>(j)] = 1;
+  const std::vector<Setting> settings = {
+      // future keys (masked by causality) in buckets of their own, at +3000
+      {"bidirectional table, causal", true, {}},
+      // the farthest bucket at +3000: the keys a row block's last row sees beyond its first's
+      {"unidirectional table, causal", false, {}},
+      // bucket 0 (offsets >= 0) at +3000, and each query's own key padded for queries 100-199
+      {"unidirectional table, causal, padded", false, near_keys_padded},
+  };
+  for (const Setting& setting : settings) {
+    T5Setup t5 = t5_setup(heads, setting.bidirectional);
+    const Index buckets = t5.config.num_buckets;
+    for (Index b = 0; b < buckets; ++b) {
+      const bool high = setting.bidirectional ? b >= buckets / 2 : setting.padding.empty() ? b == buckets - 1 : b == 0;
+      for (Index h = 0; h < heads; ++h) t5.table(b, h) += high ? 3000.0f : -3000.0f;
+    }
+    const posenc::RelativeBias t5_bias(t5.config, t5.table);
+    for (const std::vector<Position>& qp : {iota_positions(lk, 0), std::vector<Position>{150}, iota_positions(3, 20)}) {
+      const FTensor<3> q = random_tensor<3>(rng, {static_cast<Index>(qp.size()), heads, d});
+      for (const auto kernel : kKernels) {
+        INFO(setting.name << ", kernel " << kernel_name(kernel) << ", queries " << qp.size());
+        const FTensor<3> o = posenc::attention(q, k, v, qp, kp, t5_bias, attention_options(true, std::nullopt, kernel),
+                                               setting.padding);
+        check_close(o,
+                    reference_attention(ref_t5(t5.config, t5.table), q, k, v, qp, kp, true, 1.0 / std::sqrt(8.0),
+                                        setting.padding),
+                    2e-5, 2e-5);
       }
     }
   }

@@ -307,6 +307,11 @@ struct SequenceView {
 /// Largest |running max| at which float score rows are accurate enough for softmax (float
 /// spacing 2e-6 at 16; the conformance tolerance is 2e-5).
 inline constexpr float kFloatExactLogit = 16.0f;
+/// Largest row constant (bias hooks' offset) the float rows are taken relative to. Past it the
+/// logits' own rounding in double (2^-22 at 2^30) starts to show in FORMAT's reference, which
+/// rounds bias + score as they are (a 1e20 table leaves no digit of the score: uniform weights),
+/// so such rows are redone key by key in double, as the reference computes them.
+inline constexpr double kLargestRowOffset = 1 << 30;
 
 /// A tile row with the bias added key by key (weigh_tile_row): in float, and in double for rows
 /// that need it.
@@ -366,12 +371,20 @@ inline bool tile_all_visible(const SequenceView& seq, Index j0, Index n, Positio
 /// bias is added in float while the row's running max stays small, and the row is redone in
 /// double when it does not (every visible key far away, ALiBi biases in the millions), so large
 /// positions lose no accuracy.
+/// The constant of a consecutive or tile_bias row is taken over keys the row may not see (masked
+/// keys, or a row block's other rows' keys). Where their biases lie far above those of the keys it
+/// sees (a T5 table with a future bucket at +3000 and past ones at -3000), the row's running max
+/// falls far below the constant, where float has lost the digits softmax needs: the row is then
+/// redone key by key from its scores without bias, as it is when the constant exceeds
+/// kLargestRowOffset. `rescore(row)` writes those scores for a kInScores row (they were never
+/// stored).
 /// The row may hold stale values where its keys are invisible (causal prefill skips the keys past
 /// a row block's last query, see attend_query_tile): the mask overwrites them before anything
 /// reads the row but the bias hooks, which only add to it.
-template <Index Width, class P>
+template <Index Width, class P, class Rescore>
 float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Position q, Index j0, Index n,
-                     bool all_visible, RowBias bias, float* row, BiasRows<Width>& buffers, RowState& state) {
+                     bool all_visible, RowBias bias, float* row, BiasRows<Width>& buffers, RowState& state,
+                     Rescore&& rescore) {
   const auto mask = [&](auto* values, auto masked) {
     if (all_visible) return;
     for (Index j = 0; j < Width; ++j) {
@@ -379,15 +392,29 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
     }
   };
   if constexpr (P::kScoreBias) {
+    // The row holds logit - offset, masked: its softmax step, unless the offset is huge or the
+    // running max lies far below it (then false, the state untouched).
+    const auto weigh_offset_row = [&](double offset, float& correction) {
+      if (!(std::fabs(offset) <= kLargestRowOffset)) return false;  // NaN too
+      const double largest = tile_row_max<Width>(row) + offset;
+      const double new_max = std::max(state.max, largest);
+      if (new_max != -std::numeric_limits<double>::infinity() && new_max - offset < -kFloatExactLogit) return false;
+      correction = softmax_tile_row<Width>(row, largest, offset, row, state);
+      return true;
+    };
+    float correction = 1.0f;
     if (bias.form == RowBias::kInScores) {
       mask(row, kMinusInfinity);
-      return softmax_tile_row<Width>(row, tile_row_max<Width>(row) + bias.offset, bias.offset, row, state);
+      if (weigh_offset_row(bias.offset, correction)) return correction;
+      rescore(row);
     }
     if constexpr (ConsecutiveScoreBias<P>) {
       if (bias.form == RowBias::kConsecutiveKeys) {
+        std::copy(row, row + Width, buffers.single);  // the scores without bias, should the row be redone
         const double offset = policy.add_bias_row_consecutive(head, q, seq.k_positions[j0], n, row);
         mask(row, kMinusInfinity);
-        return softmax_tile_row<Width>(row, tile_row_max<Width>(row) + offset, offset, row, state);
+        if (weigh_offset_row(offset, correction)) return correction;
+        std::copy(buffers.single, buffers.single + Width, row);
       }
     }
     float* biased = buffers.single;
@@ -405,7 +432,7 @@ float weigh_tile_row(const P& policy, Index head, const SequenceView& seq, Posit
     }
     return softmax_tile_row<Width>(biased, tile_max, 0.0, row, state);
   } else {
-    (void)policy, (void)head, (void)buffers, (void)bias;
+    (void)policy, (void)head, (void)buffers, (void)bias, (void)rescore;
     mask(row, kMinusInfinity);
     return softmax_tile_row<Width>(row, tile_row_max<Width>(row), 0.0, row, state);
   }
@@ -591,10 +618,18 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
       const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.block_bias.offset[i / kScoreRows]}
                            : keys.consecutive[tile] != 0 ? RowBias{RowBias::kConsecutiveKeys}
                                                          : RowBias{RowBias::kPerKey};
+      // Row i's scores without bias, through the same kernel as the unbiased tiles (its whole block).
+      const auto rescore = [&](float* row) {
+        float block[kScoreRows * kKeyTile];
+        const Index first = i / kScoreRows * kScoreRows;
+        const Index every_key[1] = {kKeyTile};
+        score_tile<false>(scratch.q.data() + first * d, kScoreRows, kt, d, scale, nullptr, every_key, block);
+        std::copy(block + (i - first) * kKeyTile, block + (i - first + 1) * kKeyTile, row);
+      };
       scratch.correction[static_cast<std::size_t>(i)] =
           weigh_tile_row<kKeyTile>(policy, head, seq, qp[i], j0, keys_in_tile, all_visible, bias,
                                    scratch.scores.data() + i * kKeyTile, scratch.bias_rows,
-                                   scratch.rows[static_cast<std::size_t>(i)]);
+                                   scratch.rows[static_cast<std::size_t>(i)], rescore);
     }
     const float* v = keys.v.data() + t * kKeyTile * width;
     // V slab outermost (kKeyTile x kOutputSlab, 4 KiB on AVX2): it stays in L1 while every row
@@ -965,7 +1000,8 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       std::fill(row + chunk_keys, row + Chunk, 0.0f);
       correction[static_cast<std::size_t>(r)] =
           weigh_tile_row<Chunk>(policy, head_of(r), seq, seq.q_positions[query_of(r)], c0, chunk_keys,
-                                all_visible && chunk_keys == Chunk, row_bias, row, bias, state[static_cast<std::size_t>(r)]);
+                                all_visible && chunk_keys == Chunk, row_bias, row, bias, state[static_cast<std::size_t>(r)],
+                                [](float*) {});  // decode rows never hold their bias in the scores (kInScores)
     }
     for (Index j0 = c0; j0 < chunk_end; j0 += kTile) {
       const Index n = std::min(kTile, chunk_end - j0);

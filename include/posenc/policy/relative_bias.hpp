@@ -43,19 +43,17 @@ class RelativeBias : public EncodingBase {
   /// Adds each bias less the row's largest, which it returns for the softmax to subtract (in
   /// double): a trained table's values are small, but where they are large (|b| ~ 1e4, float
   /// spacing 1e-3) a score plus its bias would lose the digits the softmax needs; biases near the
-  /// largest differ from it exactly (Sterbenz), and those far below it weigh ~0. Past
-  /// kLargestSubtracted (absurd tables) it adds the biases as they are and returns 0: a logit of
-  /// 1e20 + score has no digits left for the score even in double, FORMAT's reference precision,
-  /// and a separate offset would resolve what that reference cannot (its weights are uniform).
+  /// largest differ from it exactly (Sterbenz), and those far below it weigh ~0. (Attention redoes
+  /// key by key, in double, the rows for which this largest is huge or belongs to a key they do
+  /// not see; see weigh_tile_row.)
   double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
     if (!by_offset_) {  // a bucket search per key
       const float* column = table_->data() + head;
       const auto bias_of = [&](Index j) { return column[buckets_.bucket(k_first + j - q_position) * num_heads()]; };
       float largest = -std::numeric_limits<float>::infinity();
       for (Index j = 0; j < n; ++j) largest = std::max(largest, bias_of(j));
-      const float offset = row_offset(largest);
-      for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - offset;
-      return offset;
+      for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - largest;
+      return largest;
     }
     const Position reach = buckets_.config().max_distance;
     const float* bias = by_offset_->data() + head * (2 * reach + 1) + reach;  // bias[offset], |offset| <= reach
@@ -67,11 +65,10 @@ class RelativeBias : public EncodingBase {
     if (below > 0) largest = bias[-reach];
     for (Index j = below; j < inside; ++j) largest = std::max(largest, bias[first + j]);
     if (suffix < n) largest = std::max(largest, bias[reach]);
-    const float offset = row_offset(largest);
-    for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - offset;
-    for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - offset;
-    for (Index j = suffix; j < n; ++j) row[j] += bias[reach] - offset;
-    return offset;
+    for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - largest;
+    for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - largest;
+    for (Index j = suffix; j < n; ++j) row[j] += bias[reach] - largest;
+    return largest;
   }
 
   void check_heads(Index heads) const {
@@ -119,12 +116,6 @@ class RelativeBias : public EncodingBase {
     return by_offset;
   }
   static constexpr Position kMaxOffsetTable = 1 << 16;
-  // Largest bias subtracted in add_bias_row_consecutive: next to it double still resolves a score
-  // to 2^-22 (2.4e-7), so the reference's logits are exact enough for the offset to agree with.
-  static constexpr float kLargestSubtracted = 1 << 30;
-  /// The constant add_bias_row_consecutive takes off a row whose largest bias is `largest`: that
-  /// bias, or 0 past kLargestSubtracted (and for an empty row, largest = -inf).
-  static float row_offset(float largest) { return std::fabs(largest) <= kLargestSubtracted ? largest : 0.0f; }
 
   RelativeBuckets buckets_;
   std::shared_ptr<const Tensor<float, 2>> table_;
