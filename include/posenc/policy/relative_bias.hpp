@@ -61,6 +61,9 @@ class RelativeBias : public EncodingBase {
     const Index below = static_cast<Index>(std::clamp<Position>(-reach - first, 0, n));      // offsets < -reach
     const Index inside = static_cast<Index>(std::clamp<Position>(reach + 1 - first, 0, n));  // offsets <= reach
     const Index suffix = std::max(below, inside);
+    // Every key past the reach on one side (most of a long causal context): one bias, nothing to add.
+    if (below == n) return bias[-reach];
+    if (inside == 0) return bias[reach];
     float largest = -std::numeric_limits<float>::infinity();
     if (below > 0) largest = bias[-reach];
     for (Index j = below; j < inside; ++j) largest = std::max(largest, bias[first + j]);
