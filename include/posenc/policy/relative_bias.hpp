@@ -4,7 +4,6 @@
 // uses no 1/sqrt(d) scaling (pass AttentionOptions{.scale = 1.0}).
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -48,8 +47,7 @@ class RelativeBias : public EncodingBase {
   /// not see; see weigh_tile_row.)
   double add_bias_row_consecutive(Index head, Position q_position, Position k_first, Index n, float* row) const {
     if (!by_offset_) {  // a bucket search per key
-      const float* column = table_->data() + head;
-      const auto bias_of = [&](Index j) { return column[buckets_.bucket(k_first + j - q_position) * num_heads()]; };
+      const auto bias_of = [&](Index j) { return bucket_bias(head, k_first + j - q_position); };
       float largest = -std::numeric_limits<float>::infinity();
       for (Index j = 0; j < n; ++j) largest = std::max(largest, bias_of(j));
       for (Index j = 0; j < n; ++j) row[j] += bias_of(j) - largest;
@@ -89,13 +87,14 @@ class RelativeBias : public EncodingBase {
       }
       return;
     }
-    const float* column = table_->data() + head;
-    for (Index j = 0; j < n; ++j) {
-      row[j] += static_cast<T>(column[buckets_.bucket(k_positions[j] - q_position) * num_heads()]);
-    }
+    for (Index j = 0; j < n; ++j) row[j] += static_cast<T>(bucket_bias(head, k_positions[j] - q_position));
   }
 
  private:
+  /// The head's bias at offset k - q, through a bucket search (the path without by_offset_).
+  float bucket_bias(Index head, Position offset) const {
+    return table_->data()[buckets_.bucket(offset) * num_heads() + head];
+  }
   static Tensor<float, 2> copy_table(const RelativeBucketConfig& config, TensorRef<const float, 2> table) {
     detail::require<ShapeMismatch>(table.present(), "table [num_buckets, heads] is required");
     detail::require_shape(table, "table", {config.num_buckets, -1}, "[num_buckets, heads]");
