@@ -733,6 +733,42 @@ TEST_CASE("RoPE over a cache of already-rotated keys equals RoPE rotating the ra
   }
 }
 
+/// RoPE behind the minimal rotation hook QKRotation asks for (in place only): attention then
+/// copies each tile's rows and rotates them, where RoPE itself is rotated as it is gathered.
+struct InPlaceOnlyRoPE : posenc::EncodingBase {
+  static constexpr bool kQKRotation = true;
+  using Rotation = posenc::RotaryFrequencies;
+  posenc::RoPE rope;
+  Index head_dim() const { return rope.head_dim(); }
+  Rotation rotation(Position seq_len) const { return rope.rotation(seq_len); }
+  template <class T>
+  void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions, const Rotation& r) const {
+    rope.rotate_unchecked(x, tokens, heads, positions, r);
+  }
+};
+
+TEST_CASE("a rotation policy with only the in-place hook gives the results of RoPE", "[attention][rope]") {
+  std::mt19937 rng(61);
+  const Index heads = 4, kv_heads = 2, d = 16, lk = 70;
+  const FTensor<3> k = random_tensor<3>(rng, {lk, kv_heads, d}, -2.0f, 2.0f);
+  const FTensor<3> v = random_tensor<3>(rng, {lk, kv_heads, d});
+  const std::vector<Position> kp = iota_positions(lk, 3);
+  for (const auto layout : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
+    const posenc::RoPE rope = make_rope(d, d, layout, RopeScaling::none());
+    const InPlaceOnlyRoPE in_place_only{{}, rope};
+    for (const Index lq : {Index{1}, Index{3}, Index{70}}) {  // decode, a few queries, prefill
+      INFO("layout " << static_cast<int>(layout) << ", queries " << lq);
+      const FTensor<3> q = random_tensor<3>(rng, {lq, heads, d}, -2.0f, 2.0f);
+      const std::vector<Position> qp = iota_positions(lq, 3 + lk - lq);
+      for (const auto kernel : kKernels) {
+        const auto options = attention_options(true, std::nullopt, kernel);
+        check_close(posenc::attention(q, k, v, qp, kp, in_place_only, options),
+                    posenc::attention(q, k, v, qp, kp, rope, options), 1e-6);
+      }
+    }
+  }
+}
+
 TEST_CASE("batched prefill (many queries) equals per-sequence attention, ragged and left-padded",
           "[attention][batch]") {
   std::mt19937 rng(58);

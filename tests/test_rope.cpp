@@ -321,6 +321,22 @@ TEST_CASE("RoPE apply_into equals apply bit for bit in every form and leaves x a
         FTensor<3> same = x;
         rope.apply_into(same, positions, same);
         CHECK(max_abs_diff(same, rotated_in_place()) == 0.0);
+        // The attention hook's gathering form: heads 1 and 2 of each token (3 * head_dim apart)
+        // rotated into a [7, 2, head_dim] tensor, as attention gathers its query and key tiles.
+        FTensor<3> gathered(7, 2, head_dim);
+        gathered.setConstant(std::numeric_limits<float>::quiet_NaN());
+        rope.rotate_unchecked(x.data() + head_dim, 3 * head_dim, gathered.data(), 7, 2, positions.data(),
+                              rope.rotation(41));
+        const FTensor<3> want = rotated_in_place();
+        double largest = 0.0;
+        for (Index t = 0; t < 7; ++t) {
+          for (Index h = 0; h < 2; ++h) {
+            for (Index c = 0; c < head_dim; ++c) {
+              largest = std::max(largest, std::fabs(static_cast<double>(gathered(t, h, c)) - want(t, h + 1, c)));
+            }
+          }
+        }
+        CHECK(largest == 0.0);
       }
     }
   }

@@ -460,6 +460,23 @@ inline bool consecutive_positions(const Position* positions, Index n) {
   return true;
 }
 
+/// out [tokens, heads, d] = the rows of `tokens` tokens, token t's `heads` rows at
+/// in + t * in_stride (d apart), rotated by the policy's query/key rotation where it has one. A
+/// policy that rotates out of place while gathering (RoPE) reads each row once; one that only
+/// rotates in place (all QKRotation asks) gets a copy first.
+template <class P, class Rotation>
+void gather_rows(const P& policy, const Rotation* rotation, const float* in, Index in_stride, Index tokens,
+                 Index heads, Index d, const Position* positions, float* out) {
+  if constexpr (requires { policy.rotate_unchecked(in, in_stride, out, tokens, heads, positions, *rotation); }) {
+    policy.rotate_unchecked(in, in_stride, out, tokens, heads, positions, *rotation);
+  } else {
+    for (Index t = 0; t < tokens; ++t) {
+      std::copy(in + t * in_stride, in + t * in_stride + heads * d, out + t * heads * d);
+    }
+    if constexpr (P::kQKRotation) policy.rotate_unchecked(out, tokens, heads, positions, *rotation);
+  }
+}
+
 template <class P, class Rotation>
 void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b, Index kv_head,
                const SequenceView& seq, const P& policy, const Rotation* rotation, PackedKeys& packed) {
@@ -502,8 +519,7 @@ void pack_keys(const AttentionShape& s, const float* k, const float* v, Index b,
     Index k_row_stride = kv_stride;
     if constexpr (P::kQKRotation) {
       if (rotates_keys(policy)) {
-        for (Index j = 0; j < n; ++j) std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + d, rotated.data() + j * d);
-        policy.rotate_unchecked(rotated.data(), n, 1, seq.k_positions + j0, *rotation);
+        gather_rows(policy, rotation, k_tile, kv_stride, n, 1, d, seq.k_positions + j0, rotated.data());
         k_rows = rotated.data();
         k_row_stride = d;
       }
@@ -558,12 +574,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
   const Index width = keys.width;
   const Index n = std::min(kQueryTile, s.q_len - i0);
   const Position* qp = seq.q_positions + i0;
-  for (Index i = 0; i < n; ++i) {
-    const float* q_row = q + ((b * s.q_len + i0 + i) * s.heads + head) * d;
-    std::copy(q_row, q_row + d, scratch.q.data() + i * d);
-  }
+  gather_rows(policy, rotation, q + ((b * s.q_len + i0) * s.heads + head) * d, s.heads * d, n, 1, d, qp,
+              scratch.q.data());
   std::fill(scratch.q.begin() + n * d, scratch.q.end(), 0.0f);
-  if constexpr (P::kQKRotation) policy.rotate_unchecked(scratch.q.data(), n, 1, qp, *rotation);
   std::fill(scratch.output.begin(), scratch.output.end(), 0.0f);
   std::fill(scratch.rows.begin(), scratch.rows.end(), RowState{});
   Position q_min = std::numeric_limits<Position>::max(), q_max = -1;
@@ -930,10 +943,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
   StreamPrefetcher ahead;
   for (Index r = 0; r < rows; ++r) {
     const float* q_row = q + ((b * s.q_len + query_of(r)) * s.heads + head_of(r)) * d;
-    std::copy(q_row, q_row + d, q_rows.data() + r * d);
-    if constexpr (P::kQKRotation) {
-      policy.rotate_unchecked(q_rows.data() + r * d, 1, 1, seq.q_positions + query_of(r), *rotation);
-    }
+    gather_rows(policy, rotation, q_row, d, 1, 1, d, seq.q_positions + query_of(r), q_rows.data() + r * d);
   }
   const Position q_min = *std::min_element(seq.q_positions, seq.q_positions + s.q_len);
   // Decided once for the whole cache where they hold (the usual case), not per chunk: the stream
@@ -970,10 +980,7 @@ void decode_kv_heads(const AttentionShape& s, const float* q, const float* k, co
       Index k_stride = kv_stride;
       if constexpr (P::kQKRotation) {
         if (rotates_keys(policy)) {
-          for (Index j = 0; j < n; ++j) {
-            std::copy(k_tile + j * kv_stride, k_tile + j * kv_stride + kv_count * d, rotated.data() + j * kv_count * d);
-          }
-          policy.rotate_unchecked(rotated.data(), n, kv_count, seq.k_positions + j0, *rotation);
+          gather_rows(policy, rotation, k_tile, kv_stride, n, kv_count, d, seq.k_positions + j0, rotated.data());
           k_tile = rotated.data();
           k_stride = kv_count * d;
         }

@@ -112,20 +112,21 @@ class RoPE : public EncodingBase {
   void apply_into(TensorRef<const float, 3> x, PositionsRef positions, TensorRef<float, 3> out) const {
     check_arguments(x, positions, out);
     const auto span = detail::as_span(positions);
-    rotate_impl(x.data(), out.data(), x.dim(0), x.dim(1), positions.data(), rotation(detail::sequence_length(span)));
+    rotate_impl(x.data(), x.dim(1) * head_dim(), out.data(), x.dim(0), x.dim(1), positions.data(),
+                rotation(detail::sequence_length(span)));
   }
   void apply_into(TensorRef<const float, 3> x, PositionsRef positions, const RotaryFrequencies& frequencies,
                   TensorRef<float, 3> out) const {
     check_arguments(x, positions, out);
     check_frequencies(frequencies);
-    rotate_impl(x.data(), out.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
+    rotate_impl(x.data(), x.dim(1) * head_dim(), out.data(), x.dim(0), x.dim(1), positions.data(), frequencies);
   }
   void apply_into(TensorRef<const float, 3> x, PositionsRef positions, const RotaryCache& cache,
                   TensorRef<float, 3> out) const {
     check_arguments(x, positions, out);
     check_cache(cache, positions);
     rotate_rows(
-        x.data(), out.data(), x.dim(0), x.dim(1),
+        x.data(), x.dim(1) * head_dim(), out.data(), x.dim(0), x.dim(1),
         [&](Index t, const float*& cos, const float*& sin) {
           cos = cache.cos_row(positions.data()[t]);
           sin = cache.sin_row(positions.data()[t]);
@@ -205,7 +206,16 @@ class RoPE : public EncodingBase {
   template <class T>
   void rotate_unchecked(T* x, Index tokens, Index heads, const Position* positions,
                         const RotaryFrequencies& frequencies) const {
-    rotate_impl(x, x, tokens, heads, positions, frequencies);
+    rotate_impl(x, heads * head_dim(), x, tokens, heads, positions, frequencies);
+  }
+  /// Out of place and gathering: token t's heads read at in + t * in_token_stride, rotated into
+  /// out [tokens, heads, head_dim], which overlaps no row read. Attention rotates its query and
+  /// key tiles this way as it copies them out of the caller's tensors (one pass, not a copy and
+  /// then a rotation in place).
+  template <class T>
+  void rotate_unchecked(const T* in, Index in_token_stride, T* out, Index tokens, Index heads,
+                        const Position* positions, const RotaryFrequencies& frequencies) const {
+    rotate_impl(in, in_token_stride, out, tokens, heads, positions, frequencies);
   }
 
  private:
@@ -215,9 +225,10 @@ class RoPE : public EncodingBase {
   static constexpr Index kStreamedBytes = Index{1} << 20;
   static constexpr Index kTableRowsAhead = 16;
 
-  // rotate_unchecked from `in` to `out` (the same rows, or disjoint ones).
+  // rotate_unchecked from `in` (token t's heads at in + t * in_token_stride) to `out` [tokens,
+  // heads, head_dim] (the same rows, or disjoint ones).
   template <class T>
-  void rotate_impl(const T* in, T* out, Index tokens, Index heads, const Position* positions,
+  void rotate_impl(const T* in, Index in_token_stride, T* out, Index tokens, Index heads, const Position* positions,
                    const RotaryFrequencies& frequencies) const {
     const Index pairs = rotary_dim() / 2;
     const double max_inv_freq = max_frequency(frequencies);
@@ -238,7 +249,7 @@ class RoPE : public EncodingBase {
       kernel::RotaryRows rows(frequencies.inv_freq.data(), max_inv_freq, frequencies.attention_factor, pairs);
       const auto in_table = [&](Index t) { return table != nullptr && positions[t] < table->size(); };
       rotate_rows(
-          in, out, tokens, heads,
+          in, in_token_stride, out, tokens, heads,
           [&](Index t, const float*& cos, const float*& sin) {
             if (in_table(t)) {
               cos = table->cos_row(positions[t]);
@@ -258,7 +269,7 @@ class RoPE : public EncodingBase {
           });
     } else {  // double: the reference path computes every row directly
       rotate_rows(
-          in, out, tokens, heads,
+          in, in_token_stride, out, tokens, heads,
           [&](Index t, const T*& cos, const T*& sin) {
             direct_row(positions[t]);
             cos = cos_row.data();
@@ -269,11 +280,12 @@ class RoPE : public EncodingBase {
   }
 
   // For each token t: cos_sin_of(t, cos, sin) points cos/sin at its row, then every head of the
-  // token is rotated from `in` into `out` (in place when they are the same; out of place, the
-  // dims past rotary_dim are copied). On streamed rows, request_row(t) asks for the cos/sin rows
-  // of a later token t where they come from a table (a no-op where they are computed).
+  // token is rotated from in + t * in_token_stride into out + t * heads * head_dim (in place when
+  // they are the same; out of place, the dims past rotary_dim are copied). On streamed rows,
+  // request_row(t) asks for the cos/sin rows of a later token t where they come from a table (a
+  // no-op where they are computed).
   template <class T, class CosSinOf, class RequestRow>
-  void rotate_rows(const T* in, T* out, Index tokens, Index heads, CosSinOf&& cos_sin_of,
+  void rotate_rows(const T* in, Index in_token_stride, T* out, Index tokens, Index heads, CosSinOf&& cos_sin_of,
                    RequestRow&& request_row) const {
     const Index pairs = rotary_dim() / 2;
     const Index d = head_dim();
@@ -288,9 +300,10 @@ class RoPE : public EncodingBase {
         const T* cos = nullptr;
         const T* sin = nullptr;
         cos_sin_of(t, cos, sin);
-        const T* token_in = in + t * heads * d;
+        const T* token_in = in + t * in_token_stride;
         T* token_out = out + t * heads * d;
-        const Index ahead = streamed && t + 1 < tokens ? heads * d : 0;  // the next token's rows, requested meanwhile
+        // The next token's rows, requested meanwhile.
+        const Index ahead = streamed && t + 1 < tokens ? in_token_stride : 0;
         if (in_place) {
           rotate_heads(token_out, heads, d, cos, sin, pairs, ahead);
           continue;
