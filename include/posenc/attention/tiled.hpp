@@ -686,6 +686,13 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 /// Requests in bursts (a row block's share of the tile at once) fill the core's miss buffers and
 /// stall it: decode ran ~1.5x slower on Zen 3. Addresses are kept as integers: prefetches never
 /// fault, and the walk may start before or end after the arrays it covers by less than a line.
+/// Requests are also paced: each address waits on the one before through a multiply by one (3-4
+/// cycles a line, ~16 bytes a cycle, above what one core streams from memory). Unpaced, the
+/// kernels asked at the rate they compute on L2 data (~95 GB/s on Zen 5), the requests filled the
+/// miss buffers the kernels' own L2 reads need, and decode streamed at 36-39 GB/s against 40-42
+/// paced (GQA), 35-38 against 46-48 (multi-head), with the read probe at 51-54. A streaming loop
+/// with a request per line read showed the same: 41-42 GB/s, 51-55 with the paced requests or with
+/// its arithmetic slowed to 4 cycles a line, 34 at 7 cycles (bench/NOTES.md).
 class StreamPrefetcher {
  public:
   /// The range: `rows` runs of `run_floats` floats, `stride_floats` apart (one run when they
@@ -707,6 +714,8 @@ class StreamPrefetcher {
     const auto start = reinterpret_cast<std::uintptr_t>(first);
     run_end_ = start + run_bytes_;
     next_ = line_start(start);
+    pace_ = 1;
+    __asm__("" : "+r"(pace_));  // 1, but unknown to the compiler, which would drop the multiply in step()
   }
   /// One step that reads `Vectors` vectors of the current stream. The end of the run is tested
   /// per line, not once per step: with one test per step decode streamed slower (36-39 against
@@ -725,7 +734,7 @@ class StreamPrefetcher {
         next_ = line_start(run_end_ - run_bytes_);
       }
       __builtin_prefetch(reinterpret_cast<const void*>(next_));
-      next_ += kCacheLine;
+      next_ = next_ * pace_ + kCacheLine;  // the pace: the next request waits on this multiply
     }
   }
 
@@ -737,6 +746,7 @@ class StreamPrefetcher {
   Index runs_left_ = 0;
   std::uintptr_t run_bytes_ = 0;
   std::uintptr_t stride_bytes_ = 0;
+  std::uintptr_t pace_ = 1;  // always 1 (see reset)
 };
 
 /// o[c, c + Vectors * lanes) = correction * o + sum_j p[j] v_j[same columns]: accumulators stay
