@@ -326,4 +326,25 @@ TEST_CASE("reduce_sums gives each vector's lane sum in order (the 8- and 16-vect
   }
 }
 
+TEST_CASE("largest_of: the vector kernel returns std::max's answer, NaN entries passed over", "[kernels]") {
+  std::mt19937 rng(109);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (const Index n : awkward_sizes(simd::kFloatLanes)) {
+    for (int trial = 0; trial < 20; ++trial) {
+      INFO("n " << n << ", trial " << trial);
+      std::vector<float> x = random_floats(rng, n, -3000.0f, 3000.0f);
+      if (trial % 4 == 1) x[static_cast<std::size_t>(rng() % n)] = nan;  // passed over
+      if (trial % 4 == 2) std::fill(x.begin(), x.end(), nan);          // nothing to take: init
+      const float init = trial % 3 == 0 ? minus_inf : static_cast<float>(static_cast<int>(rng() % 2000) - 1000);
+      float want = init;  // std::max in order, the rule the hooks had written out
+      for (const float v : x) want = std::max(want, v);
+      CHECK(simd::largest_of(x.data(), n, init) == want);
+      CHECK(scalar::largest_of(x.data(), n, init) == want);
+      CHECK(std::isnan(simd::largest_of(x.data(), n, nan)));  // a NaN start stays, as with std::max
+    }
+  }
+  CHECK(simd::largest_of(nullptr, 0, 2.5f) == 2.5f);
+}
+
 #endif  // POSENC_HAS_VECTOR_KERNELS

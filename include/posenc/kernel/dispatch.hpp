@@ -80,6 +80,15 @@ inline void add_alibi_ramp(float* row, double slope, Position distance0, Index n
 #endif
 }
 
+/// The largest of `init` and x[0, n) by std::max's rule (scalar::largest_of).
+inline float largest_of(const float* x, Index n, float init) {
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  return simd::largest_of(x, n, init);
+#else
+  return scalar::largest_of(x, n, init);
+#endif
+}
+
 /// cos/sin of position * inv_freq[i] (times attention_factor) for i < pairs. `max_inv_freq`
 /// bounds the angles, so the vector sincos is used only where its range reduction is exact.
 template <class T>

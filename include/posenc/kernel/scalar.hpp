@@ -85,4 +85,12 @@ inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position di
   for (Index j = 0; j < n; ++j) row[j] -= s * std::fabs(d0 - static_cast<float>(j));
 }
 
+/// The largest of `init` and x[0, n), as `largest = largest < x[j] ? x[j] : largest` in order
+/// (std::max's rule: a NaN x[j] is passed over, a NaN init stays).
+inline float largest_of(const float* x, Index n, float init) {
+  float largest = init;
+  for (Index j = 0; j < n; ++j) largest = largest < x[j] ? x[j] : largest;
+  return largest;
+}
+
 }  // namespace posenc::kernel::scalar

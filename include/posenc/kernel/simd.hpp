@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -452,6 +453,18 @@ inline void add_alibi_ramp(float* POSENC_RESTRICT row, double slope, Position di
     d -= static_cast<float>(kFloatLanes);
   }
   scalar::add_alibi_ramp(row + j, slope, distance0 - j, n - j);
+}
+
+/// scalar::largest_of, a vector of lanes at a time: each lane keeps the running rule, so a NaN
+/// x[j] is passed over as there, and the order does not matter otherwise (a maximum).
+inline float largest_of(const float* x, Index n, float init) {
+  const auto keep_larger = [](auto largest, auto v) { return largest < v ? v : largest; };
+  FloatVec lanes = splat(-std::numeric_limits<float>::infinity());
+  Index j = 0;
+  for (; j + kFloatLanes <= n; j += kFloatLanes) lanes = keep_larger(lanes, load<FloatVec>(x + j));
+  float largest = init;
+  for (int l = 0; l < kFloatLanes; ++l) largest = keep_larger(largest, lanes[l]);
+  return scalar::largest_of(x + j, n - j, largest);
 }
 
 /// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).

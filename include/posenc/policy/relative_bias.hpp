@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "posenc/concepts.hpp"
+#include "posenc/kernel/dispatch.hpp"
 #include "posenc/policy/bias_matrix.hpp"
 #include "posenc/policy/relative_bucket.hpp"
 #include "posenc/positions.hpp"
@@ -62,9 +63,8 @@ class RelativeBias : public EncodingBase {
     // Every key past the reach on one side (most of a long causal context): one bias, nothing to add.
     if (below == n) return bias[-reach];
     if (inside == 0) return bias[reach];
-    float largest = -std::numeric_limits<float>::infinity();
-    if (below > 0) largest = bias[-reach];
-    for (Index j = below; j < inside; ++j) largest = std::max(largest, bias[first + j]);
+    float largest = below > 0 ? bias[-reach] : -std::numeric_limits<float>::infinity();
+    largest = kernel::largest_of(bias + first + below, inside - below, largest);
     if (suffix < n) largest = std::max(largest, bias[reach]);
     for (Index j = 0; j < below; ++j) row[j] += bias[-reach] - largest;
     for (Index j = below; j < inside; ++j) row[j] += bias[first + j] - largest;
