@@ -462,9 +462,8 @@ inline float largest_of(const float* x, Index n, float init) {
   FloatVec lanes = splat(-std::numeric_limits<float>::infinity());
   Index j = 0;
   for (; j + kFloatLanes <= n; j += kFloatLanes) lanes = keep_larger(lanes, load<FloatVec>(x + j));
-  float largest = init;
-  for (int l = 0; l < kFloatLanes; ++l) largest = keep_larger(largest, lanes[l]);
-  return scalar::largest_of(x + j, n - j, largest);
+  // The lanes hold no NaN (each passed its NaN entries over), so reduce_max's own rule is safe.
+  return scalar::largest_of(x + j, n - j, keep_larger(init, reduce_max(lanes)));
 }
 
 /// Largest |angle| that sincos() reduces exactly (k * 21-bit constant stays within 53 bits).
