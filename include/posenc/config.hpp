@@ -23,6 +23,4 @@ using Position = std::int64_t;
 inline constexpr Position kMaxPosition = 2147483647;
 /// Bytes per cache line on the x86-64 cores posenc targets: the unit of its memory requests.
 inline constexpr Index kCacheLineBytes = 64;
-/// Floats per cache line: the stride of per-line requests over a float row.
-inline constexpr Index kCacheLineFloats = kCacheLineBytes / Index{sizeof(float)};
 }  // namespace posenc

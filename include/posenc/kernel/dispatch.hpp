@@ -36,10 +36,9 @@ POSENC_ALWAYS_INLINE void rotate_interleaved(T* x, const T* cos, const T* sin, I
 
 /// rotate_half of the rows x + h * stride, h < heads, all with the same cos/sin (one token).
 template <class T>
-POSENC_ALWAYS_INLINE void rotate_half_heads(T* x, Index heads, Index stride, const T* cos, const T* sin, Index pairs,
-                                            [[maybe_unused]] Index ahead = 0) {
+POSENC_ALWAYS_INLINE void rotate_half_heads(T* x, Index heads, Index stride, const T* cos, const T* sin, Index pairs) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
-  if constexpr (kVectorized<T>) return simd::rotate_half_heads(x, heads, stride, cos, sin, pairs, ahead);
+  if constexpr (kVectorized<T>) return simd::rotate_half_heads(x, heads, stride, cos, sin, pairs);
 #endif
   for (Index h = 0; h < heads; ++h) scalar::rotate_half(x + h * stride, cos, sin, pairs);
 }
@@ -47,9 +46,9 @@ POSENC_ALWAYS_INLINE void rotate_half_heads(T* x, Index heads, Index stride, con
 /// rotate_interleaved of the rows x + h * stride, h < heads, all with the same cos/sin.
 template <class T>
 POSENC_ALWAYS_INLINE void rotate_interleaved_heads(T* x, Index heads, Index stride, const T* cos, const T* sin,
-                                                   Index pairs, [[maybe_unused]] Index ahead = 0) {
+                                                   Index pairs) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
-  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(x, heads, stride, cos, sin, pairs, ahead);
+  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(x, heads, stride, cos, sin, pairs);
 #endif
   for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(x + h * stride, cos, sin, pairs);
 }
@@ -57,17 +56,17 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(T* x, Index heads, Index stri
 /// Out of place: the rows in + h * stride rotated into out + h * stride. `out` must not overlap `in`.
 template <class T>
 POSENC_ALWAYS_INLINE void rotate_half_heads(const T* in, T* out, Index heads, Index stride, const T* cos, const T* sin,
-                                            Index pairs, [[maybe_unused]] Index ahead = 0) {
+                                            Index pairs) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
-  if constexpr (kVectorized<T>) return simd::rotate_half_heads(in, out, heads, stride, cos, sin, pairs, ahead);
+  if constexpr (kVectorized<T>) return simd::rotate_half_heads(in, out, heads, stride, cos, sin, pairs);
 #endif
   for (Index h = 0; h < heads; ++h) scalar::rotate_half(in + h * stride, out + h * stride, cos, sin, pairs);
 }
 template <class T>
 POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const T* in, T* out, Index heads, Index stride, const T* cos,
-                                                   const T* sin, Index pairs, [[maybe_unused]] Index ahead = 0) {
+                                                   const T* sin, Index pairs) {
 #if defined(POSENC_HAS_VECTOR_KERNELS)
-  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(in, out, heads, stride, cos, sin, pairs, ahead);
+  if constexpr (kVectorized<T>) return simd::rotate_interleaved_heads(in, out, heads, stride, cos, sin, pairs);
 #endif
   for (Index h = 0; h < heads; ++h) scalar::rotate_interleaved(in + h * stride, out + h * stride, cos, sin, pairs);
 }

@@ -85,12 +85,6 @@ POSENC_ALWAYS_INLINE FloatVec splat(float x) {
   return v;
 }
 
-/// Asks the memory system for the cache line of `p` when the vector at float offset `i` of a row
-/// starts one (a request per line, not per vector). `p` is not dereferenced.
-POSENC_ALWAYS_INLINE void request_line(const float* p, Index i) {
-  if (i % kCacheLineFloats == 0) __builtin_prefetch(p);
-}
-
 namespace detail {
 template <std::size_t... I>
 POSENC_ALWAYS_INLINE FloatVec duplicate_pairs(HalfFloatVec v, std::index_sequence<I...>) {
@@ -208,11 +202,10 @@ namespace detail {
 /// One row of half-layout RoPE from `in` to `out`, which is either the same row (in place) or
 /// disjoint from it: each step reads its lanes before it writes them. With a rotary width fixed at
 /// compile time (Pairs > 0) the loop unrolls and, inlined in a loop over heads, the cos/sin
-/// vectors stay in registers; Pairs == 0 takes the width at run time. With Request, the lines of
-/// the row at in + ahead (the row rotated next in a stream) are requested as this one is read.
-template <Index Pairs, bool Request = false>
+/// vectors stay in registers; Pairs == 0 takes the width at run time.
+template <Index Pairs>
 POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
-                                          const float* POSENC_RESTRICT sin, Index runtime_pairs, Index ahead = 0) {
+                                          const float* POSENC_RESTRICT sin, Index runtime_pairs) {
   if constexpr (Pairs > 0 && Pairs % kFloatLanes == 0) {
     // A block of up to 4 vectors of each half at a time: its a's loaded, then each b, the first
     // half's lanes stored once their pairs are read, the second half's at the end. In place on
@@ -227,13 +220,11 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
 #pragma GCC unroll 4
       for (Index v = 0; v < kBlock; ++v) {
         const Index i = (v0 + v) * kFloatLanes;
-        if constexpr (Request) request_line(in + ahead + i, i);
         a[v] = load_once<FloatVec>(in + i);
       }
 #pragma GCC unroll 4
       for (Index v = 0; v < kBlock; ++v) {
         const Index i = (v0 + v) * kFloatLanes;
-        if constexpr (Request) request_line(in + ahead + Pairs + i, i);
         b[v] = load_once<FloatVec>(in + Pairs + i);
         const FloatVec c = load<FloatVec>(cos + i), s = load<FloatVec>(sin + i);
         store(out + i, a[v] * c - b[v] * s);  // lane i of the first half: its a and b are read
@@ -247,10 +238,6 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
   const Index pairs = Pairs > 0 ? Pairs : runtime_pairs;
   const Index whole = pairs / kFloatLanes * kFloatLanes;
   for (Index i = 0; i < whole; i += kFloatLanes) {
-    if constexpr (Request) {
-      request_line(in + ahead + i, i);
-      request_line(in + ahead + pairs + i, i);
-    }
     const FloatVec a = load<FloatVec>(in + i);
     const FloatVec b = load<FloatVec>(in + pairs + i);
     const FloatVec c = load<FloatVec>(cos + i);
@@ -268,14 +255,12 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
 
 /// One row of interleaved-layout RoPE, `in` to `out` as rotate_half_row:
 /// y = x * [c c] + swap_pairs(x) * [-s s].
-template <bool Request = false>
 POSENC_ALWAYS_INLINE void rotate_interleaved_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
-                                                 const float* POSENC_RESTRICT sin, Index pairs, Index ahead = 0) {
+                                                 const float* POSENC_RESTRICT sin, Index pairs) {
   constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
   constexpr FloatVec sign = alternating_sign(lanes);
   Index i = 0;
   for (; i + kDoubleLanes <= pairs; i += kDoubleLanes) {
-    if constexpr (Request) request_line(in + ahead + 2 * i, 2 * i);
     const FloatVec v = load<FloatVec>(in + 2 * i);
     const FloatVec c = duplicate_pairs(load<HalfFloatVec>(cos + i), lanes);
     const FloatVec s = duplicate_pairs(load<HalfFloatVec>(sin + i), lanes) * sign;
@@ -301,35 +286,31 @@ inline void rotate_half(const float* in, float* out, const float* cos, const flo
 
 /// RoPE, interleaved layout: pair (x[2i], x[2i+1]).
 inline void rotate_interleaved(float* x, const float* cos, const float* sin, Index pairs) {
-  detail::rotate_interleaved_row<>(x, x, cos, sin, pairs);
+  detail::rotate_interleaved_row(x, x, cos, sin, pairs);
 }
 /// Out of place, as rotate_half.
 inline void rotate_interleaved(const float* in, float* out, const float* cos, const float* sin, Index pairs) {
-  detail::rotate_interleaved_row<>(in, out, cos, sin, pairs);
+  detail::rotate_interleaved_row(in, out, cos, sin, pairs);
 }
 
 namespace detail {
 /// rotate_half_heads for a compile-time (Pairs > 0) or run-time rotary width.
-template <Index Pairs, bool Request>
+template <Index Pairs>
 POSENC_ALWAYS_INLINE void rotate_half_heads(const float* in, float* out, Index heads, Index stride,
                                             const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
-                                            Index runtime_pairs, Index ahead) {
-  for (Index h = 0; h < heads; ++h) {
-    rotate_half_row<Pairs, Request>(in + h * stride, out + h * stride, cos, sin, runtime_pairs, ahead);
-  }
+                                            Index runtime_pairs) {
+  for (Index h = 0; h < heads; ++h) rotate_half_row<Pairs>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
 }
 
 /// rotate_interleaved_heads. For a rotary width fixed at compile time (Pairs > 0, a multiple of
 /// the lanes) the pair-duplicated cos and signed sin (a cross-lane shuffle each) are formed once
 /// per token.
-template <Index Pairs, bool Request>
+template <Index Pairs>
 POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, Index heads, Index stride,
                                                    const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
-                                                   Index runtime_pairs, Index ahead) {
+                                                   Index runtime_pairs) {
   if constexpr (Pairs == 0) {
-    for (Index h = 0; h < heads; ++h) {
-      rotate_interleaved_row<Request>(in + h * stride, out + h * stride, cos, sin, runtime_pairs, ahead);
-    }
+    for (Index h = 0; h < heads; ++h) rotate_interleaved_row(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
   } else {
     static_assert(Pairs % kDoubleLanes == 0);
     constexpr auto lanes = std::make_index_sequence<kFloatLanes>{};
@@ -351,7 +332,6 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, 
       // (bench rope_incache/, bench/NOTES.md).
 #pragma GCC unroll 16
       for (Index v = 0; v < kVectors; ++v) {
-        if constexpr (Request) request_line(row_in + ahead + v * kFloatLanes, v * kFloatLanes);
         const FloatVec value = load_once<FloatVec>(row_in + v * kFloatLanes);
         store(row_out + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
       }
@@ -359,57 +339,51 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, 
   }
 }
 
-/// Calls rotate(std::integral_constant<Index, P>{}, std::bool_constant<Request>{}) with P = pairs
-/// for the common rotary widths (head_dim 64, 128 and the partial 32), which then get a fully
-/// unrolled row, else P = 0; and Request = (ahead != 0), so rows in cache pay no requests.
+/// Calls rotate(std::integral_constant<Index, P>{}) with P = pairs for the common rotary widths
+/// (head_dim 64, 128 and the partial 32), which then get a fully unrolled row, else P = 0.
 template <class Rotate>
-POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Index ahead, Rotate&& rotate) {
-  const auto with_request = [&](auto fixed) {
-    if (ahead != 0) return rotate(fixed, std::true_type{});
-    return rotate(fixed, std::false_type{});
-  };
+POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Rotate&& rotate) {
   switch (pairs) {
-    case 16: return with_request(std::integral_constant<Index, 16>{});
-    case 32: return with_request(std::integral_constant<Index, 32>{});
-    case 64: return with_request(std::integral_constant<Index, 64>{});
-    default: return with_request(std::integral_constant<Index, 0>{});
+    case 16: return rotate(std::integral_constant<Index, 16>{});
+    case 32: return rotate(std::integral_constant<Index, 32>{});
+    case 64: return rotate(std::integral_constant<Index, 64>{});
+    default: return rotate(std::integral_constant<Index, 0>{});
   }
 }
 }  // namespace detail
 
 /// RoPE of the `heads` rows at x + h * stride (the heads of one token), which share one cos/sin
-/// row, in place; half layout. Rows are visited in memory order. `ahead`: floats from each row to
-/// the row to request meanwhile (the same head of the next token; 0: none). In-place RoPE is
-/// memory-bound, and the hardware prefetcher alone did not keep up: on [4096, 32, 128] (Zen 5,
-/// interleaved) the rotation ran at 0.93-0.97 of an in-place update of the same bytes, and at
-/// 0.97-1.03 with the next token's rows requested, a line each, as each row is read (all 16 KiB
-/// at the token's start instead, half layout: ~0.8).
-inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs,
-                              Index ahead = 0) {
-  detail::with_fixed_pairs(pairs, ahead, [&](auto fixed, auto request) {
-    detail::rotate_half_heads<fixed(), request()>(x, x, heads, stride, cos, sin, pairs, ahead);
+/// row, in place; half layout. Rows are visited in memory order and nothing is requested ahead:
+/// in-place RoPE is memory-bound, and the hardware prefetchers follow a stream in memory order.
+/// Software requests for the next token's rows (a line each as each row is read) took
+/// [4096, 32, 128] from 0.93-0.97 to 0.97-1.03 of an in-place update of the same bytes on Zen 5,
+/// but from 0.89-0.95 down to 0.61-0.75 on Zen 4 (32 KiB L1), whose prefetchers keep up alone
+/// (bench/NOTES.md).
+inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_half_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
   });
 }
 /// Out of place: the rows in + h * stride rotated into out + h * stride, which do not overlap them.
 /// (A separate function from the in-place one, where the compiler knows that out is in.)
 inline void rotate_half_heads(const float* in, float* out, Index heads, Index stride, const float* cos,
-                              const float* sin, Index pairs, Index ahead = 0) {
-  detail::with_fixed_pairs(pairs, ahead, [&](auto fixed, auto request) {
-    detail::rotate_half_heads<fixed(), request()>(in, out, heads, stride, cos, sin, pairs, ahead);
+                              const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_half_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
   });
 }
 
 /// Interleaved layout of rotate_half_heads.
 inline void rotate_interleaved_heads(float* x, Index heads, Index stride, const float* cos, const float* sin,
-                                     Index pairs, Index ahead = 0) {
-  detail::with_fixed_pairs(pairs, ahead, [&](auto fixed, auto request) {
-    detail::rotate_interleaved_heads<fixed(), request()>(x, x, heads, stride, cos, sin, pairs, ahead);
+                                     Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_interleaved_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
   });
 }
 inline void rotate_interleaved_heads(const float* in, float* out, Index heads, Index stride, const float* cos,
-                                     const float* sin, Index pairs, Index ahead = 0) {
-  detail::with_fixed_pairs(pairs, ahead, [&](auto fixed, auto request) {
-    detail::rotate_interleaved_heads<fixed(), request()>(in, out, heads, stride, cos, sin, pairs, ahead);
+                                     const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_interleaved_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
   });
 }
 

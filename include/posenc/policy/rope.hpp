@@ -46,13 +46,6 @@ class RotaryCache {
 
  private:
   friend class RoPE;
-  // Asks the memory system for the lines of position p's rows (p < size()), ahead of their use.
-  void request_row(Position p) const {
-    for (Index i = 0; i < pairs_; i += kCacheLineFloats) {
-      __builtin_prefetch(cos_row(p) + i);
-      __builtin_prefetch(sin_row(p) + i);
-    }
-  }
 
   RotaryFrequencies frequencies_;
   Index pairs_ = 0;
@@ -130,8 +123,7 @@ class RoPE : public EncodingBase {
         [&](Index t, const float*& cos, const float*& sin) {
           cos = cache.cos_row(positions.data()[t]);
           sin = cache.sin_row(positions.data()[t]);
-        },
-        [&](Index t) { cache.request_row(positions.data()[t]); });
+        });
   }
 
   /// Out-of-place form of apply(): returns the rotated copy of x.
@@ -219,12 +211,6 @@ class RoPE : public EncodingBase {
   }
 
  private:
-  // Bytes above which rotate_rows treats its rows as streamed from memory (an L2 holds 0.5-2 MiB),
-  // and how many tokens ahead it then requests table rows (16 tokens of 32 heads at d = 128 are
-  // 256 KiB of rows: microseconds, well past the memory latency).
-  static constexpr Index kStreamedBytes = Index{1} << 20;
-  static constexpr Index kTableRowsAhead = 16;
-
   // rotate_unchecked from `in` (token t's heads at in + t * in_token_stride) to `out` [tokens,
   // heads, head_dim] (the same rows, or disjoint ones).
   template <class T>
@@ -263,9 +249,6 @@ class RoPE : public EncodingBase {
             }
             cos = cos_row.data();
             sin = sin_row.data();
-          },
-          [&](Index t) {
-            if (in_table(t)) table->request_row(positions[t]);
           });
     } else {  // double: the reference path computes every row directly
       rotate_rows(
@@ -274,41 +257,31 @@ class RoPE : public EncodingBase {
             direct_row(positions[t]);
             cos = cos_row.data();
             sin = sin_row.data();
-          },
-          [](Index) {});
+          });
     }
   }
 
   // For each token t: cos_sin_of(t, cos, sin) points cos/sin at its row, then every head of the
   // token is rotated from in + t * in_token_stride into out + t * heads * head_dim (in place when
-  // they are the same; out of place, the dims past rotary_dim are copied). On streamed rows,
-  // request_row(t) asks for the cos/sin rows of a later token t where they come from a table (a
-  // no-op where they are computed).
-  template <class T, class CosSinOf, class RequestRow>
-  void rotate_rows(const T* in, Index in_token_stride, T* out, Index tokens, Index heads, CosSinOf&& cos_sin_of,
-                   RequestRow&& request_row) const {
+  // they are the same; out of place, the dims past rotary_dim are copied).
+  template <class T, class CosSinOf>
+  void rotate_rows(const T* in, Index in_token_stride, T* out, Index tokens, Index heads, CosSinOf&& cos_sin_of) const {
     const Index pairs = rotary_dim() / 2;
     const Index d = head_dim();
     const Index pass_through = d - 2 * pairs;
     const bool in_place = in == out;
-    // Rows streamed from beyond the L2 (a whole activation tensor, not an attention tile): the
-    // kernels request the next token's rows as they go (kernel::simd::rotate_half_heads).
-    const bool streamed = tokens * heads * d * static_cast<Index>(sizeof(T)) > kStreamedBytes;
     const auto each_token = [&](auto rotate_heads) {
       for (Index t = 0; t < tokens; ++t) {
-        if (streamed && t + kTableRowsAhead < tokens) request_row(t + kTableRowsAhead);
         const T* cos = nullptr;
         const T* sin = nullptr;
         cos_sin_of(t, cos, sin);
         const T* token_in = in + t * in_token_stride;
         T* token_out = out + t * heads * d;
-        // The next token's rows, requested meanwhile.
-        const Index ahead = streamed && t + 1 < tokens ? in_token_stride : 0;
         if (in_place) {
-          rotate_heads(token_out, heads, d, cos, sin, pairs, ahead);
+          rotate_heads(token_out, heads, d, cos, sin, pairs);
           continue;
         }
-        rotate_heads(token_in, token_out, heads, d, cos, sin, pairs, ahead);
+        rotate_heads(token_in, token_out, heads, d, cos, sin, pairs);
         for (Index h = 0; pass_through > 0 && h < heads; ++h) {
           std::copy(token_in + h * d + 2 * pairs, token_in + (h + 1) * d, token_out + h * d + 2 * pairs);
         }
