@@ -693,10 +693,10 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
 /// paced (GQA), 35-38 against 46-48 (multi-head), with the read probe at 51-54. A streaming loop
 /// with a request per line read showed the same: 41-42 GB/s, 51-55 with the paced requests or with
 /// its arithmetic slowed to 4 cycles a line, 34 at 7 cycles (bench/NOTES.md).
-/// The lines are asked into the L2, not the L1 (`prefetcht1`): a 64 KiB tile does not fit a 32 KiB
-/// L1 (Zen 4), whose lines the requests for the next tile evicted before the kernels read them;
-/// there, GQA decode streamed at 0.85 of the read probe asked into the L2 against 0.5 into the L1
-/// (multi-head 0.9 against 0.65). On Zen 5 (48 KiB L1) the L1 had measured 10-15 % faster.
+/// The lines are asked into the L2, not the L1 (`prefetcht1`); the tiles are several times the
+/// L1 either way, and the kernels' L1 misses then hit the L2. On Zen 4 (32 KiB L1) GQA decode
+/// streamed at 0.81-0.92 of the read probe so, against 0.47-0.56 asked into the L1 (multi-head
+/// ~0.9 against ~0.65); on Zen 5 (48 KiB L1) the L1 had measured 10-15 % faster, unpaced.
 class StreamPrefetcher {
  public:
   /// The range: `rows` runs of `run_floats` floats, `stride_floats` apart (one run when they
