@@ -212,7 +212,8 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
     // [4096, 32, 128] with the next rows requested (Zen 5, AVX-512: a whole row per block), the
     // half layout ran at 0.85-0.90 of an in-place update of the same bytes a vector of each half
     // per step, and at 0.95-1.01 this way (bench/NOTES.md). GCC orders the loads within a block
-    // as it sees fit: what helps is the freedom of the whole block, not one fixed order.
+    // as it sees fit: what helps is the freedom of the whole block, not one fixed order. (On
+    // Zen 4, without requests, blocks of 1, 2 or 4 vectors measured alike within its noise.)
     constexpr Index kVectors = Pairs / kFloatLanes;
     constexpr Index kBlock = kVectors < 4 ? kVectors : 4;  // vectors of each half held at once
     for (Index v0 = 0; v0 < kVectors; v0 += kBlock) {
@@ -357,8 +358,8 @@ POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Rotate&& rotate) {
 /// in-place RoPE is memory-bound, and the hardware prefetchers follow a stream in memory order.
 /// Software requests for the next token's rows (a line each as each row is read) took
 /// [4096, 32, 128] from 0.93-0.97 to 0.97-1.03 of an in-place update of the same bytes on Zen 5,
-/// but from 0.89-0.95 down to 0.61-0.75 on Zen 4 (32 KiB L1), whose prefetchers keep up alone
-/// (bench/NOTES.md).
+/// but on Zen 4 (32 KiB L1), whose prefetchers keep up alone, from 0.89 (half) and 0.95
+/// (interleaved) down to 0.66 and 0.78 (bench/NOTES.md).
 inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs) {
   detail::with_fixed_pairs(pairs, [&](auto fixed) {
     detail::rotate_half_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
