@@ -213,7 +213,8 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
     // half layout ran at 0.85-0.90 of an in-place update of the same bytes a vector of each half
     // per step, and at 0.95-1.01 this way (bench/NOTES.md). GCC orders the loads within a block
     // as it sees fit: what helps is the freedom of the whole block, not one fixed order. (On
-    // Zen 4, without requests, blocks of 1, 2 or 4 vectors measured alike within its noise.)
+    // Zen 4, without requests, medians of ten alternating rounds: 1.00 of the probe with blocks
+    // of 4 vectors, 0.99 with 2, 0.92 with 1.)
     constexpr Index kVectors = Pairs / kFloatLanes;
     constexpr Index kBlock = kVectors < 4 ? kVectors : 4;  // vectors of each half held at once
     for (Index v0 = 0; v0 < kVectors; v0 += kBlock) {
