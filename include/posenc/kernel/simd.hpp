@@ -54,17 +54,49 @@ POSENC_ALWAYS_INLINE void store(void* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// The asm constraint for a vector register, and the widest vector one holds.
+#if defined(__AVX512F__)
+#define POSENC_VECTOR_REGISTER "+v"  // any of the 32 registers
+#define POSENC_VECTOR_REGISTER_BYTES 64
+#elif defined(__AVX__)
+#define POSENC_VECTOR_REGISTER "+x"
+#define POSENC_VECTOR_REGISTER_BYTES 32
+#elif defined(__SSE__)
+#define POSENC_VECTOR_REGISTER "+x"
+#define POSENC_VECTOR_REGISTER_BYTES 16
+#endif
+
 /// Makes the compiler hold v in a register at this point: an empty asm that must see it there.
 /// Without it GCC may fold a vector's load into every instruction that uses it (a memory operand
-/// each time), or keep a computed vector on the stack when registers run short.
+/// each time), or keep a computed vector on the stack when registers run short. (A wider, emulated
+/// vector spans several registers and is left alone.)
 template <class V>
 POSENC_ALWAYS_INLINE void pin_to_register(V& v) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) <= 64) __asm__("" : "+v"(v));  // any of the 32 registers
-#elif defined(__AVX__)
-  if constexpr (sizeof(V) <= 32) __asm__("" : "+x"(v));  // (a wider, emulated vector spans several registers)
-#elif defined(__SSE__)
-  if constexpr (sizeof(V) <= 16) __asm__("" : "+x"(v));
+#if defined(POSENC_VECTOR_REGISTER)
+  if constexpr (sizeof(V) <= POSENC_VECTOR_REGISTER_BYTES) __asm__("" : POSENC_VECTOR_REGISTER(v));
+#endif
+}
+
+/// pin_to_register for the N vectors of a and of b at once, one asm that must see all of them:
+/// every load that produced them is issued before anything computed from them, a store included.
+template <class V, Index N>
+POSENC_ALWAYS_INLINE void pin_to_registers(V (&a)[N], V (&b)[N]) {
+#if defined(POSENC_VECTOR_REGISTER)
+  if constexpr (sizeof(V) <= POSENC_VECTOR_REGISTER_BYTES) {
+    if constexpr (N == 1) {
+      __asm__("" : POSENC_VECTOR_REGISTER(a[0]), POSENC_VECTOR_REGISTER(b[0]));
+    } else if constexpr (N == 2) {
+      __asm__(""
+              : POSENC_VECTOR_REGISTER(a[0]), POSENC_VECTOR_REGISTER(a[1]),  //
+                POSENC_VECTOR_REGISTER(b[0]), POSENC_VECTOR_REGISTER(b[1]));
+    } else {
+      static_assert(N == 4, "pin_to_registers takes 1, 2 or 4 vectors of each");
+      __asm__(""
+              : POSENC_VECTOR_REGISTER(a[0]), POSENC_VECTOR_REGISTER(a[1]), POSENC_VECTOR_REGISTER(a[2]),
+                POSENC_VECTOR_REGISTER(a[3]), POSENC_VECTOR_REGISTER(b[0]), POSENC_VECTOR_REGISTER(b[1]),
+                POSENC_VECTOR_REGISTER(b[2]), POSENC_VECTOR_REGISTER(b[3]));
+    }
+  }
 #endif
 }
 
@@ -199,35 +231,38 @@ POSENC_ALWAYS_INLINE float reduce_max(Float16 v) {
 #endif
 
 namespace detail {
-/// One row of half-layout RoPE from `in` to `out`, which is either the same row (in place) or
-/// disjoint from it: each step reads its lanes before it writes them. With a rotary width fixed at
-/// compile time (Pairs > 0) the loop unrolls and, inlined in a loop over heads, the cos/sin
-/// vectors stay in registers; Pairs == 0 takes the width at run time.
-template <Index Pairs>
+/// One row of half-layout RoPE from `in` to `out`, which is either the same row (in place,
+/// InPlace) or disjoint from it: each step reads its lanes before it writes them. With a rotary
+/// width fixed at compile time (Pairs > 0) the loop unrolls and, inlined in a loop over heads, the
+/// cos/sin vectors stay in registers; Pairs == 0 takes the width at run time.
+template <Index Pairs, bool InPlace>
 POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
                                           const float* POSENC_RESTRICT sin, Index runtime_pairs) {
   if constexpr (Pairs > 0 && Pairs % kFloatLanes == 0) {
-    // A block of up to 4 vectors of each half at a time: its a's loaded, then each b, the first
-    // half's lanes stored once their pairs are read, the second half's at the end. In place on
-    // [4096, 32, 128] with the next rows requested (Zen 5, AVX-512: a whole row per block), the
-    // half layout ran at 0.85-0.90 of an in-place update of the same bytes a vector of each half
-    // per step, and at 0.95-1.01 this way (bench/NOTES.md). GCC orders the loads within a block
-    // as it sees fit: what helps is the freedom of the whole block, not one fixed order. (On
-    // Zen 4, without requests, medians of ten alternating rounds: 1.00 of the probe with blocks
-    // of 4 vectors, 0.99 with 2, 0.92 with 1.)
+    // A block of up to 4 vectors of each half at a time (with AVX-512 and head_dim 128, the whole
+    // row): blocks of 4, 2 and 1 ran at 1.00, 0.99 and 0.92 of an in-place update of the same bytes
+    // (Zen 4; 0.95-1.01 against 0.85-0.90 for blocks of 1 on Zen 5). In place, every load of the
+    // block is issued first, the vectors held together in registers, then the stores: left to
+    // itself GCC mixes them (it loaded line 4 of the row, then line 0, and stored line 0 before
+    // loading line 3), and [4096, 32, 128] ran at 0.84-0.93 of the update in a harness that
+    // alternates kernels, 0.95-0.99 loads first, as the interleaved layout (0.95-1.00). Out of
+    // place, loads first ran slower (0.35-0.36 of the update against 0.40-0.41), so there the
+    // first half's lanes are stored as soon as their pairs are read. (bench/NOTES.md, 2026-12-03.)
     constexpr Index kVectors = Pairs / kFloatLanes;
     constexpr Index kBlock = kVectors < 4 ? kVectors : 4;  // vectors of each half held at once
     for (Index v0 = 0; v0 < kVectors; v0 += kBlock) {
       FloatVec a[kBlock], b[kBlock];
 #pragma GCC unroll 4
-      for (Index v = 0; v < kBlock; ++v) {
-        const Index i = (v0 + v) * kFloatLanes;
-        a[v] = load_once<FloatVec>(in + i);
+      for (Index v = 0; v < kBlock; ++v) a[v] = load_once<FloatVec>(in + (v0 + v) * kFloatLanes);
+      if constexpr (InPlace) {
+#pragma GCC unroll 4
+        for (Index v = 0; v < kBlock; ++v) b[v] = load_once<FloatVec>(in + Pairs + (v0 + v) * kFloatLanes);
+        pin_to_registers(a, b);
       }
 #pragma GCC unroll 4
       for (Index v = 0; v < kBlock; ++v) {
         const Index i = (v0 + v) * kFloatLanes;
-        b[v] = load_once<FloatVec>(in + Pairs + i);
+        if constexpr (!InPlace) b[v] = load_once<FloatVec>(in + Pairs + i);
         const FloatVec c = load<FloatVec>(cos + i), s = load<FloatVec>(sin + i);
         store(out + i, a[v] * c - b[v] * s);  // lane i of the first half: its a and b are read
         b[v] = b[v] * c + a[v] * s;
@@ -279,11 +314,11 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_row(const float* in, float* out, co
 
 /// RoPE, half layout: pair (x[i], x[i + pairs]). Same contract as scalar::rotate_half.
 inline void rotate_half(float* x, const float* cos, const float* sin, Index pairs) {
-  detail::rotate_half_row<0>(x, x, cos, sin, pairs);
+  detail::rotate_half_row<0, true>(x, x, cos, sin, pairs);
 }
 /// Out of place: out = `in` rotated. `in` and `out` are the same row or do not overlap.
 inline void rotate_half(const float* in, float* out, const float* cos, const float* sin, Index pairs) {
-  detail::rotate_half_row<0>(in, out, cos, sin, pairs);
+  detail::rotate_half_row<0, false>(in, out, cos, sin, pairs);
 }
 
 /// RoPE, interleaved layout: pair (x[2i], x[2i+1]).
@@ -297,11 +332,13 @@ inline void rotate_interleaved(const float* in, float* out, const float* cos, co
 
 namespace detail {
 /// rotate_half_heads for a compile-time (Pairs > 0) or run-time rotary width.
-template <Index Pairs>
+template <Index Pairs, bool InPlace>
 POSENC_ALWAYS_INLINE void rotate_half_heads(const float* in, float* out, Index heads, Index stride,
                                             const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                                             Index runtime_pairs) {
-  for (Index h = 0; h < heads; ++h) rotate_half_row<Pairs>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
+  for (Index h = 0; h < heads; ++h) {
+    rotate_half_row<Pairs, InPlace>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
+  }
 }
 
 /// rotate_interleaved_heads. For a rotary width fixed at compile time (Pairs > 0, a multiple of
@@ -363,7 +400,7 @@ POSENC_ALWAYS_INLINE void with_fixed_pairs(Index pairs, Rotate&& rotate) {
 /// (interleaved) down to 0.66 and 0.78 (bench/NOTES.md).
 inline void rotate_half_heads(float* x, Index heads, Index stride, const float* cos, const float* sin, Index pairs) {
   detail::with_fixed_pairs(pairs, [&](auto fixed) {
-    detail::rotate_half_heads<fixed()>(x, x, heads, stride, cos, sin, pairs);
+    detail::rotate_half_heads<fixed(), true>(x, x, heads, stride, cos, sin, pairs);
   });
 }
 /// Out of place: the rows in + h * stride rotated into out + h * stride, which do not overlap them.
@@ -371,7 +408,7 @@ inline void rotate_half_heads(float* x, Index heads, Index stride, const float* 
 inline void rotate_half_heads(const float* in, float* out, Index heads, Index stride, const float* cos,
                               const float* sin, Index pairs) {
   detail::with_fixed_pairs(pairs, [&](auto fixed) {
-    detail::rotate_half_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
+    detail::rotate_half_heads<fixed(), false>(in, out, heads, stride, cos, sin, pairs);
   });
 }
 
