@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Turns a posenc_bench JSON report into the README's speed table: medians of the repetitions,
+"""Turns posenc_bench JSON reports into the README's speed table: medians of the repetitions,
 each kernel as a ratio to the probe it is bounded by, all from the same run.
 
     build/bin/posenc_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
         --benchmark_format=json --benchmark_out=bench.json --benchmark_out_format=json
     python3 bench/speed_table.py bench.json          # ratios of medians
     python3 bench/speed_table.py bench.json min      # ratios of the fastest repetitions
+    python3 bench/speed_table.py run*.json           # several runs: each ratio taken within its
+                                                     # run, then their median and range
 """
 import json
+import statistics
 import sys
 
 # (benchmark, bound it is compared with, counter, target ratio)
@@ -38,6 +41,34 @@ ROWS = [
 ]
 
 
+# What each benchmark measures, for the table's first column.
+LABELS = {
+    "rope/half/L4096_H32_D128": "RoPE in place, [4096, 32, 128], half layout, cos/sin table",
+    "rope/interleaved/L4096_H32_D128": "… interleaved layout, table",
+    "rope_tablefree/half/L4096_H32_D128": "… half layout, angles on the fly (no table)",
+    "rope_tablefree/interleaved/L4096_H32_D128": "… interleaved layout, on the fly",
+    "rope_reference/half/L4096_H32_D128": "… scalar kernel, table (the oracle)",
+    "rope_incache/half/L8_H32_D128": "RoPE in place on 8 tokens (128 KiB, in L2), half layout, table",
+    "rope_incache/interleaved/L8_H32_D128": "… interleaved layout, table",
+    "rope_into/half/L4096_H32_D128": "RoPE out of place (apply_into), half layout, table",
+    "rope_into/interleaved/L4096_H32_D128": "… interleaved layout, table",
+    "attention/causal/none/L2048_H1_D128": "causal attention, L 2048, D 128, NoPosition",
+    "attention/causal/alibi/L2048_H1_D128": "… ALiBi",
+    "attention/causal/t5/L2048_H1_D128": "… T5 bias",
+    "attention/causal/rope/L2048_H1_D128": "… RoPE, cos/sin table (with_cache)",
+    "attention/causal/rope_tablefree/L2048_H1_D128": "… RoPE, angles on the fly",
+    "attention/causal/alibi/L16384_H1_D128": "causal attention, L 16384, ALiBi",
+    "attention/causal/t5/L16384_H1_D128": "… T5 bias",
+    "decode/none/Lk4096_H32_KV8_D128": "decode: 1 query, 4096 cached keys, 32 heads on 8 KV heads, NoPosition",
+    "decode/alibi/Lk4096_H32_KV8_D128": "… ALiBi",
+    "decode/rope/Lk4096_H32_KV8_D128": "… RoPE, cache of rotated keys (for_rotated_key_cache)",
+    "decode/rope_rerotate/Lk4096_H32_KV8_D128": "… RoPE, every cached key rotated again (with_cache)",
+    "decode_mha/none/Lk1024_H32_KV32_D128": "decode without GQA: 1024 keys, 32 heads on 32 KV heads",
+    "decode_incache/none/Lk256_H32_KV8_D128": "decode, short context: 256 keys (in cache)",
+    "decode_plain_alloc/none/Lk4096_H32_KV8_D128": "decode as above, K and V on 4 KiB pages",
+}
+
+
 def medians(report, statistic="median"):
     """name -> counters of the median aggregate (or of the single run). With statistic "min":
     the rates of the fastest repetition, i.e. the median's rates scaled by median time / min time
@@ -64,13 +95,18 @@ def unit(counter, value):
     return f"{value / 1e9:.2f} GB/s"
 
 
-def main(path, statistic="median"):
+def machine(report, statistic, runs=1):
+    ctx = report.get("context", {})
+    what = f"{runs} runs, each figure the median over the runs (lowest–highest); " if runs > 1 else ""
+    return (f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
+            f"{ctx.get('posenc_bench_isa', '?')} kernels, 1 thread. {what}{statistic} of each run's repetitions.\n")
+
+
+def one_run(path, statistic):
     with open(path) as f:
         report = json.load(f)
     m = medians(report, statistic)
-    ctx = report.get("context", {})
-    print(f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
-          f"{ctx.get('posenc_bench_isa', '?')} kernels, 1 thread; {statistic} of the repetitions.\n")
+    print(machine(report, statistic))
     print("| benchmark | measured | compared with | ratio | target |")
     print("|---|---|---|---|---|")
     for name, bound, counter, target in ROWS:
@@ -84,7 +120,47 @@ def main(path, statistic="median"):
         print(f"| `{name}` | {unit(counter, value)} | `{bound}` {unit(counter, reference)} | {ratio:.2f} | {goal} |")
 
 
+def spread(values, counter):
+    """median (lowest–highest) of values, in counter's unit written once."""
+    ordered = sorted(values)
+    scaled = [unit(counter, v).split()[0] for v in (statistics.median(ordered), ordered[0], ordered[-1])]
+    return f"{scaled[0]} ({scaled[1]}–{scaled[2]}) {unit(counter, 0).split()[1]}"
+
+
+def several_runs(paths, statistic):
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    runs = [medians(report, statistic) for report in reports]
+    print(machine(reports[0], statistic, len(runs)))
+    print("| benchmark | measured | compared with | ratio | target: runs meeting it |")
+    print("|---|---|---|---|---|")
+    meeting_all = [True] * len(runs)
+    for name, bound, counter, target in ROWS:
+        if any(name not in m or bound not in m for m in runs):
+            continue
+        values = [m[name][counter] for m in runs]
+        references = [m[bound][counter] for m in runs]
+        ratios = [v / r for v, r in zip(values, references)]
+        goal = ""
+        if target is not None:
+            met = [ratio >= target for ratio in ratios]
+            meeting_all = [a and b for a, b in zip(meeting_all, met)]
+            goal = f"≥ {target:.2f}: {sum(met)} of {len(runs)}"
+        ordered = sorted(ratios)
+        ratio = f"{statistics.median(ordered):.2f} ({ordered[0]:.2f}–{ordered[-1]:.2f})"
+        print(f"| {LABELS.get(name, name)} (`{name}`) | {spread(values, counter)} | "
+              f"`{bound}` {spread(references, counter)} | {ratio} | {goal} |")
+    print(f"\nRuns meeting every target: {sum(meeting_all)} of {len(runs)}.")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ("median", "min")):
+    args = sys.argv[1:]
+    statistic = args.pop() if args and args[-1] in ("median", "min") else "median"
+    if not args:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
+    if len(args) == 1:
+        one_run(args[0], statistic)
+    else:
+        several_runs(args, statistic)
