@@ -8,7 +8,8 @@
 // Two schedules:
 //  * prefill (many queries): per (sequence, kv head) the keys are rotated once and packed into
 //    tiles (K transposed, V padded, both in slabs of the micro-kernel width), then every query head
-//    of the group streams its query tiles over them. Register-blocked micro-kernels:
+//    of the group streams its query tiles over them, the next key tile asked into the L2 while
+//    the current one is weighed. Register-blocked micro-kernels:
 //    S += q[r][d] * Kt[d][c..] and O[r][..] += P[r][j] * V[j][..].
 //  * decode (few queries, e.g. one new token against a KV cache): K and V are streamed once, in
 //    tiles of 64 or 256 KiB (by the L2's size) requested in memory order a cache line per
@@ -452,6 +453,25 @@ struct PackedKeys {
   std::vector<std::uint8_t> consecutive;  // positions k_first, k_first + 1, ... (the usual cache)
 };
 
+/// Asks the L2 for row `row`'s share (of `rows`) of key tile t's packed K and V, so that the
+/// prefill's next tile arrives while the rows of the current one are weighed. At L 16384 (16 MiB
+/// of packed K and V per kv head, far beyond the L2) causal prefill with ALiBi or T5 ran at 73-82
+/// GFLOP/s without and 80-86 with, on Zen 4; at L 2048 no clear difference (bench/NOTES.md).
+/// Always inlined: GCC 12 counts a prefetch as no side effect, takes a function of nothing else
+/// for const, and drops a call to it.
+POSENC_ALWAYS_INLINE void request_key_tile_share(const PackedKeys& keys, Index t, Index d, Index row, Index rows) {
+  static_assert(kKeyTile * sizeof(float) % kCacheLineBytes == 0, "a packed tile's K and V are whole lines");
+  const Index k_lines = d * kKeyTile * Index{sizeof(float)} / kCacheLineBytes;
+  const Index lines = k_lines + kKeyTile * keys.width * Index{sizeof(float)} / kCacheLineBytes;
+  const Index per_row = (lines + rows - 1) / rows;
+  const auto* k = reinterpret_cast<const char*>(keys.kt.data() + t * d * kKeyTile);
+  const auto* v = reinterpret_cast<const char*>(keys.v.data() + t * kKeyTile * keys.width);
+  for (Index line = row * per_row; line < std::min((row + 1) * per_row, lines); ++line) {
+    // into the L2
+    __builtin_prefetch(line < k_lines ? k + line * kCacheLineBytes : v + (line - k_lines) * kCacheLineBytes, 0, 2);
+  }
+}
+
 /// Whether positions[0, n) are p, p + 1, ..., p + n - 1.
 inline bool consecutive_positions(const Position* positions, Index n) {
   for (Index j = 1; j < n; ++j) {
@@ -628,6 +648,7 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
       score_tile<false>(scratch.q.data(), rows, kt, d, scale, nullptr, block_keys, scratch.scores.data());
     }
     for (Index i = 0; i < n; ++i) {
+      if (t > 0) request_key_tile_share(keys, t - 1, d, i, n);  // the next tile of the walk
       const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.block_bias.offset[i / kScoreRows]}
                            : keys.consecutive[tile] != 0 ? RowBias{RowBias::kConsecutiveKeys}
                                                          : RowBias{RowBias::kPerKey};
