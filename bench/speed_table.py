@@ -89,10 +89,14 @@ def medians(report, statistic="median"):
     return out
 
 
+def unit_format(counter):
+    """(number format of a value in units of 1e9, unit name) for a counter."""
+    return ("{:.1f}", "GFLOP/s") if counter == "FLOPS" else ("{:.2f}", "GB/s")
+
+
 def unit(counter, value):
-    if counter == "FLOPS":
-        return f"{value / 1e9:.1f} GFLOP/s"
-    return f"{value / 1e9:.2f} GB/s"
+    number, name = unit_format(counter)
+    return f"{number.format(value / 1e9)} {name}"
 
 
 def machine(report, statistic, runs=1):
@@ -120,11 +124,15 @@ def one_run(path, statistic):
         print(f"| `{name}` | {unit(counter, value)} | `{bound}` {unit(counter, reference)} | {ratio:.2f} | {goal} |")
 
 
-def spread(values, counter):
-    """median (lowest–highest) of values, in counter's unit written once."""
+def spread(values, show):
+    """median (lowest–highest) of values, each shown by show."""
     ordered = sorted(values)
-    scaled = [unit(counter, v).split()[0] for v in (statistics.median(ordered), ordered[0], ordered[-1])]
-    return f"{scaled[0]} ({scaled[1]}–{scaled[2]}) {unit(counter, 0).split()[1]}"
+    return f"{show(statistics.median(ordered))} ({show(ordered[0])}–{show(ordered[-1])})"
+
+
+def spread_in_unit(values, counter):
+    number, name = unit_format(counter)
+    return f"{spread(values, lambda v: number.format(v / 1e9))} {name}"
 
 
 def several_runs(paths, statistic):
@@ -148,10 +156,8 @@ def several_runs(paths, statistic):
             met = [ratio >= target for ratio in ratios]
             meeting_all = [a and b for a, b in zip(meeting_all, met)]
             goal = f"≥ {target:.2f}: {sum(met)} of {len(runs)}"
-        ordered = sorted(ratios)
-        ratio = f"{statistics.median(ordered):.2f} ({ordered[0]:.2f}–{ordered[-1]:.2f})"
-        print(f"| {LABELS.get(name, name)} (`{name}`) | {spread(values, counter)} | "
-              f"`{bound}` {spread(references, counter)} | {ratio} | {goal} |")
+        print(f"| {LABELS.get(name, name)} (`{name}`) | {spread_in_unit(values, counter)} | "
+              f"`{bound}` {spread_in_unit(references, counter)} | {spread(ratios, '{:.2f}'.format)} | {goal} |")
     print(f"\nRuns meeting every target: {sum(meeting_all)} of {len(runs)}.")
 
 
