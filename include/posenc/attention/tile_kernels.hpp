@@ -44,6 +44,26 @@ inline constexpr Index kBlockBiasLength = kScoreRows + kKeyTile - 1;
 using simd::reduce_max;
 using simd::reduce_sum;
 
+/// acc[r][x] += sum_{j < n} a[r * a_stride + j] * b[j * b_stride + x * lanes, + lanes): a register
+/// block of Rows x Vectors accumulators updated by n rank-1 products, each b vector loaded once and
+/// each a value broadcast once per j (the inner loop of both micro-kernels below).
+template <int Rows, int Vectors>
+POSENC_ALWAYS_INLINE void accumulate_rank1(FloatVec (&acc)[Rows][Vectors], const float* POSENC_RESTRICT a, Index a_stride,
+                                           const float* POSENC_RESTRICT b, Index b_stride, Index n) {
+#pragma GCC unroll 4
+  for (Index j = 0; j < n; ++j) {
+    FloatVec bv[Vectors];
+#pragma GCC unroll 8
+    for (int x = 0; x < Vectors; ++x) bv[x] = simd::load<FloatVec>(b + j * b_stride + x * kFloatLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+      const float ar = a[r * a_stride + j];
+#pragma GCC unroll 8
+      for (int x = 0; x < Vectors; ++x) acc[r][x] += ar * bv[x];
+    }
+  }
+}
+
 /// s[r][c0 + c] = scale * sum_d q[r][d] kt[d][c0 + c] for kScoreRows rows and the
 /// kScoreVectors vectors of columns from c0; when Biased, plus bias[c - r] (row r's bias starts r
 /// floats before row 0's, see tile_bias).
@@ -52,18 +72,7 @@ POSENC_ALWAYS_INLINE void score_block(const float* POSENC_RESTRICT q, Index q_st
                                       Index d, float scale, const float* POSENC_RESTRICT bias,
                                       float* POSENC_RESTRICT s) {
   FloatVec acc[kScoreRows][kScoreVectors] = {};
-#pragma GCC unroll 4
-  for (Index dd = 0; dd < d; ++dd) {
-    FloatVec k[kScoreVectors];
-#pragma GCC unroll 8
-    for (int x = 0; x < kScoreVectors; ++x) k[x] = simd::load<FloatVec>(kt + dd * kScoreSlab + x * kFloatLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < kScoreRows; ++r) {
-      const float qv = q[r * q_stride + dd];
-#pragma GCC unroll 8
-      for (int x = 0; x < kScoreVectors; ++x) acc[r][x] += qv * k[x];
-    }
-  }
+  accumulate_rank1<kScoreRows, kScoreVectors>(acc, q, q_stride, kt, kScoreSlab, d);
 #pragma GCC unroll 8
   for (int r = 0; r < kScoreRows; ++r) {
 #pragma GCC unroll 8
@@ -108,18 +117,7 @@ POSENC_ALWAYS_INLINE void output_block(const float* POSENC_RESTRICT p, Index key
 #pragma GCC unroll 8
     for (int x = 0; x < Vectors; ++x) acc[r][x] = simd::load<FloatVec>(o + r * o_stride + x * kFloatLanes) * correction[r];
   }
-#pragma GCC unroll 4
-  for (Index j = 0; j < keys; ++j) {
-    FloatVec vv[Vectors];
-#pragma GCC unroll 8
-    for (int x = 0; x < Vectors; ++x) vv[x] = simd::load<FloatVec>(v + j * v_stride + x * kFloatLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < kOutputRows; ++r) {
-      const float pr = p[r * kKeyTile + j];
-#pragma GCC unroll 8
-      for (int x = 0; x < Vectors; ++x) acc[r][x] += pr * vv[x];
-    }
-  }
+  accumulate_rank1<kOutputRows, Vectors>(acc, p, kKeyTile, v, v_stride, keys);
 #pragma GCC unroll 8
   for (int r = 0; r < kOutputRows; ++r) {
 #pragma GCC unroll 8
