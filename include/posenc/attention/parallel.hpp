@@ -9,9 +9,7 @@
 #include <vector>
 
 #include "posenc/attention/options.hpp"
-#include "posenc/kernel/simd.hpp"
-
-#if defined(POSENC_HAS_VECTOR_KERNELS)
+#include "posenc/config.hpp"
 
 namespace posenc::detail {
 
@@ -44,5 +42,3 @@ void parallel_for(Index items, int threads, Body&& body) {
 }
 
 }  // namespace posenc::detail
-
-#endif  // POSENC_HAS_VECTOR_KERNELS
