@@ -34,24 +34,44 @@ struct PackedKeys {
   std::vector<std::uint8_t> consecutive;  // positions k_first, k_first + 1, ... (the usual cache)
 };
 
-/// Asks the L2 for row `row`'s share (of `rows`) of key tile t's packed K and V, so that the
-/// prefill's next tile arrives while the rows of the current one are weighed. At L 16384 (16 MiB
-/// of packed K and V per kv head, far beyond the L2) causal prefill with ALiBi or T5 ran at 73-82
-/// GFLOP/s without and 80-86 with, on Zen 4; at L 2048 no clear difference (bench/NOTES.md).
-/// Always inlined: GCC 12 counts a prefetch as no side effect, takes a function of nothing else
-/// for const, and drops a call to it.
-POSENC_ALWAYS_INLINE void request_key_tile_share(const PackedKeys& keys, Index t, Index d, Index row, Index rows) {
-  static_assert(kKeyTile * sizeof(float) % kCacheLineBytes == 0, "a packed tile's K and V are whole lines");
-  const Index k_lines = d * kKeyTile * Index{sizeof(float)} / kCacheLineBytes;
-  const Index lines = k_lines + kKeyTile * keys.width * Index{sizeof(float)} / kCacheLineBytes;
-  const Index per_row = (lines + rows - 1) / rows;
-  const auto* k = reinterpret_cast<const char*>(keys.kt.data() + t * d * kKeyTile);
-  const auto* v = reinterpret_cast<const char*>(keys.v.data() + t * kKeyTile * keys.width);
-  for (Index line = row * per_row; line < std::min((row + 1) * per_row, lines); ++line) {
-    // into the L2
-    __builtin_prefetch(line < k_lines ? k + line * kCacheLineBytes : v + (line - k_lines) * kCacheLineBytes, 0, 2);
+/// Asks the L2 for one key tile's packed K and V a share at a time, so that the prefill's next
+/// tile arrives while the rows of the current one are weighed (a share per row). At L 16384
+/// (16 MiB of packed K and V per kv head, far beyond the L2) causal prefill with ALiBi or T5 ran
+/// at 73-82 GFLOP/s without and 80-86 with, on Zen 4; at L 2048 no clear difference
+/// (bench/NOTES.md). The shares are sized once per tile, not per row.
+class KeyTileRequest {
+ public:
+  /// Nothing to ask for (no next tile).
+  KeyTileRequest() = default;
+  /// Tile t of `keys` in `shares` shares.
+  KeyTileRequest(const PackedKeys& keys, Index t, Index d, Index shares)
+      : k_(reinterpret_cast<const char*>(keys.kt.data() + t * d * kKeyTile)),
+        v_(reinterpret_cast<const char*>(keys.v.data() + t * kKeyTile * keys.width)),
+        k_lines_(d * kKeyTile * Index{sizeof(float)} / kCacheLineBytes),
+        lines_(k_lines_ + kKeyTile * keys.width * Index{sizeof(float)} / kCacheLineBytes),
+        per_share_((lines_ + shares - 1) / shares) {
+    static_assert(kKeyTile * sizeof(float) % kCacheLineBytes == 0, "a packed tile's K and V are whole lines");
   }
-}
+  /// Asks for share i. Always inlined: GCC 12 counts a prefetch as no side effect, takes a
+  /// function of nothing else for const, and drops a call to it.
+  POSENC_ALWAYS_INLINE void share(Index i) const {
+    const Index first = i * per_share_;
+    const Index end = std::min(first + per_share_, lines_);
+    for (Index line = first; line < std::min(end, k_lines_); ++line) {
+      __builtin_prefetch(k_ + line * kCacheLineBytes, /*rw=*/0, /*locality=*/2);  // into the L2
+    }
+    for (Index line = std::max(first, k_lines_); line < end; ++line) {
+      __builtin_prefetch(v_ + (line - k_lines_) * kCacheLineBytes, /*rw=*/0, /*locality=*/2);
+    }
+  }
+
+ private:
+  const char* k_ = nullptr;
+  const char* v_ = nullptr;
+  Index k_lines_ = 0;  // K's lines come first, then V's
+  Index lines_ = 0;
+  Index per_share_ = 0;
+};
 
 
 template <class P, class Rotation>
@@ -204,8 +224,9 @@ void attend_query_tile(const AttentionShape& s, const float* q, Index b, Index h
     } else {
       score_tile<false>(scratch.q.data(), rows, kt, d, scale, nullptr, block_keys, scratch.scores.data());
     }
+    const KeyTileRequest next_tile = t > 0 ? KeyTileRequest(keys, t - 1, d, n) : KeyTileRequest();  // of the walk
     for (Index i = 0; i < n; ++i) {
-      if (t > 0) request_key_tile_share(keys, t - 1, d, i, n);  // the next tile of the walk
+      next_tile.share(i);
       const RowBias bias = bias_in_scores ? RowBias{RowBias::kInScores, scratch.block_bias.offset[i / kScoreRows]}
                            : keys.consecutive[tile] != 0 ? RowBias{RowBias::kConsecutiveKeys}
                                                          : RowBias{RowBias::kPerKey};
