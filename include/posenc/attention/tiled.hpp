@@ -20,6 +20,7 @@
 // variable, else 1.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
