@@ -3,8 +3,10 @@
 //   probe/inplace_update/64MiB   a[i] = a[i]*s + t        read + write: the bound of an in-place RoPE
 //   probe/inplace_update/128KiB  the same on an array that stays in L2: the bound of RoPE on
 //                                activations a projection has just written (rope_incache/)
-//   probe/copy_update/64MiB      b[i] = a[i]*s + t        read one array, write another: the bound
-//                                                         of an out-of-place RoPE (apply_into)
+//   probe/copy_update/64MiB      b[i] = a[i]*s + t        read one array, write another (b's lines
+//                                                         read before they are written)
+//   probe/copy_update_nt/64MiB   the same with non-temporal stores (b's lines not read): the bound
+//                                of an out-of-place RoPE into a large output (apply_into)
 //   probe/read/64MiB             sum of a[i]              read only: the bound of a decode step
 //   probe/fma_peak               independent FMA chains   widest native vector (AVX-512 if present)
 //   probe/fma256_peak            the same on 256-bit vectors, where AVX-512 is present (GCC's
@@ -12,7 +14,7 @@
 
 #include <benchmark/benchmark.h>
 
-#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -60,6 +62,43 @@ void probe_copy_update(benchmark::State& state) {
   benchmark::DoNotOptimize(t);
   for (auto _ : state) {
     copy_update(a.data(), b.data(), a.size(), s, t);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(2 * kProbeBytes * state.iterations());  // bytes read + bytes written
+}
+
+// b = a*s + t, b written with non-temporal stores of the widest vectors (a and b are on huge
+// pages, so aligned); a scalar loop where there is no SSE.
+BENCH_NOINLINE void copy_update_nt(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s, float t) {
+  Index i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    _mm512_stream_ps(b + i, _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(a + i), _mm512_set1_ps(s)), _mm512_set1_ps(t)));
+  }
+#elif defined(__AVX__)
+  for (; i + 8 <= n; i += 8) {
+    _mm256_stream_ps(b + i, _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(a + i), _mm256_set1_ps(s)), _mm256_set1_ps(t)));
+  }
+#elif defined(__SSE__)
+  for (; i + 4 <= n; i += 4) {
+    _mm_stream_ps(b + i, _mm_add_ps(_mm_mul_ps(_mm_load_ps(a + i), _mm_set1_ps(s)), _mm_set1_ps(t)));
+  }
+#endif
+  for (; i < n; ++i) b[i] = a[i] * s + t;
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
+
+void probe_copy_update_nt(benchmark::State& state) {
+  const BenchTensor<1> a = probe_array();
+  BenchTensor<1> b = probe_array();
+  float s = 0.5f;
+  float t = 1.0f;
+  benchmark::DoNotOptimize(s);
+  benchmark::DoNotOptimize(t);
+  for (auto _ : state) {
+    copy_update_nt(a.data(), b.data(), a.size(), s, t);
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(2 * kProbeBytes * state.iterations());  // bytes read + bytes written
@@ -163,6 +202,7 @@ void register_probe_benchmarks() {
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/128KiB", probe_inplace_update, Index{128} << 10)
                ->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy_update)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/copy_update_nt/64MiB", probe_copy_update_nt)->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime());
 #if defined(__AVX512F__)
   with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx512>)->UseRealTime());

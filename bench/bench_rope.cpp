@@ -6,8 +6,9 @@
 //   rope_tablefree/<layout>/...  RoPE::apply(x, positions): angles and cos/sin computed per call,
 //                                one row per token shared by its 32 heads
 //   rope_into/<layout>/...       RoPE::apply_into(x, positions, cache, out): out of place, x read and
-//                                out written once (bytes = 2 x tensor bytes, to be read against
-//                                probe/copy_update/64MiB)
+//                                out written once (bytes = 2 x tensor bytes); a 64 MiB output is
+//                                written with non-temporal stores, so against
+//                                probe/copy_update_nt/64MiB
 //   rope_reference/half/...      the same table as rope/, then kernel::scalar::rotate_half per
 //                                (token, head) row: the plain loop the vector kernel is checked against
 //   rope_incache/<layout>/L8_H32_D128

@@ -183,6 +183,39 @@ TEST_CASE("out-of-place RoPE kernels equal the in-place ones and leave their inp
   }
 }
 
+TEST_CASE("streaming RoPE kernels write what the out-of-place kernels write, bit for bit", "[kernels]") {
+  // Non-temporal stores change where the lines go, not their values. Rows on vector boundaries
+  // (the kernels' precondition), pass-through dims after each rotated part left alone; rotary
+  // widths without a fixed-width loop take plain stores.
+  std::mt19937 rng(105);
+  std::vector<Index> sizes = {16, 32, 64, 48};
+  for (Index n : awkward_sizes(simd::kFloatLanes)) sizes.push_back(n);
+  for (const Index pairs : sizes) {
+    for (const Index heads : {Index{1}, Index{3}}) {
+      INFO("pairs " << pairs << ", heads " << heads << " (lanes " << simd::kFloatLanes << ")");
+      const Index stride = (2 * pairs + 5 + 15) / 16 * 16;  // 64-byte rows, some pass-through dims
+      const std::vector<float> x = random_floats(rng, heads * stride);
+      const std::vector<float> cos = random_floats(rng, pairs), sin = random_floats(rng, pairs);
+      for (const bool half : {true, false}) {
+        INFO((half ? "half" : "interleaved"));
+        std::vector<float> plain(x.size(), 7.0f);
+        AlignedFloats streamed(heads * stride, 7.0f);
+        if (half) {
+          simd::rotate_half_heads(x.data(), plain.data(), heads, stride, cos.data(), sin.data(), pairs);
+          simd::rotate_half_heads_streaming(x.data(), streamed.data(), heads, stride, cos.data(), sin.data(), pairs);
+        } else {
+          simd::rotate_interleaved_heads(x.data(), plain.data(), heads, stride, cos.data(), sin.data(), pairs);
+          simd::rotate_interleaved_heads_streaming(x.data(), streamed.data(), heads, stride, cos.data(), sin.data(),
+                                                   pairs);
+        }
+        simd::stream_fence();
+        CHECK(streamed.values() == plain);
+        CHECK(plain[static_cast<std::size_t>(stride - 1)] == 7.0f);
+      }
+    }
+  }
+}
+
 TEST_CASE("vector sincos is accurate to 1e-10 over [-2^32, 2^32]", "[kernels]") {
   std::mt19937_64 rng(102);
   std::vector<double> angles = {0.0,

@@ -375,6 +375,41 @@ TEST_CASE("RoPE on a whole tensor (1.2 MiB) equals the same rows rotated in smal
   }
 }
 
+TEST_CASE("RoPE apply_into past kStreamingStoreMinBytes streams its output and equals apply bit for bit",
+          "[rope]") {
+  // [2048, 32, 128] is 32 MiB: out of place it takes the non-temporal stores where the vector
+  // kernels are built and the output lies on vector boundaries, and plain stores otherwise.
+  std::mt19937 rng(31);
+  const Index tokens = 2048, heads = 32, head_dim = 128;
+  REQUIRE(tokens * heads * head_dim * 4 >= posenc::kernel::kStreamingStoreMinBytes);
+  const FTensor<3> x = random_tensor<3>(rng, {tokens, heads, head_dim});
+  const std::vector<Position> positions = iota_positions(tokens, 5);
+  AlignedFloats memory(tokens * heads * head_dim);
+  const posenc::TensorMap<float, 3> out(memory.data(), tokens, heads, head_dim);
+#if defined(POSENC_HAS_VECTOR_KERNELS)
+  CHECK(posenc::kernel::streams_output(out.data(), out.size(), head_dim));
+  CHECK_FALSE(posenc::kernel::streams_output(out.data() + 1, out.size() - 1, head_dim));  // off the vector grid
+  CHECK_FALSE(posenc::kernel::streams_output(out.data(), Index{1} << 20, head_dim));     // 4 MiB: stays cached
+#endif
+  for (const auto& widths : {std::pair<Index, Index>{128, 128}, {128, 64}}) {
+    for (const RopeLayout layout : kLayouts) {
+      INFO("rotary_dim " << widths.second << ", layout " << layout_name(layout));
+      const posenc::RoPE rope = make_rope(widths.first, widths.second, layout);
+      const posenc::RotaryCache cache = rope.cache(tokens + 5);
+      FTensor<3> want = x;
+      rope.apply(want, positions, cache);
+      std::fill(memory.data(), memory.data() + memory.size(), std::numeric_limits<float>::quiet_NaN());
+      rope.apply_into(x, positions, cache, out);
+      CHECK(max_abs_diff(out, want) == 0.0);
+      std::fill(memory.data(), memory.data() + memory.size(), std::numeric_limits<float>::quiet_NaN());
+      rope.apply_into(x, positions, out);  // angles on the fly
+      FTensor<3> want_tablefree = x;
+      rope.apply(want_tablefree, positions);
+      CHECK(max_abs_diff(out, want_tablefree) == 0.0);
+    }
+  }
+}
+
 TEST_CASE("RoPE apply_into rejects an out of another shape or overlapping x", "[rope][errors]") {
   const posenc::RoPE rope = make_rope(8, 8, RopeLayout::kHalf);
   const std::vector<Position> positions = {0, 1};

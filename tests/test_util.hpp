@@ -40,6 +40,27 @@ FTensor<Rank> random_tensor(std::mt19937& rng, const std::array<Index, Rank>& di
   return t;
 }
 
+/// `count` floats on 64-byte-aligned memory (the widest vector's alignment), set to `fill`.
+class AlignedFloats {
+ public:
+  explicit AlignedFloats(Index count, float fill = 0.0f)
+      : data_(static_cast<float*>(std::aligned_alloc(64, static_cast<std::size_t>((count * 4 + 63) / 64 * 64)))),
+        count_(count) {
+    if (!data_) throw std::bad_alloc();
+    std::fill(data_.get(), data_.get() + count, fill);
+  }
+  float* data() const { return data_.get(); }
+  Index size() const { return count_; }
+  std::vector<float> values() const { return std::vector<float>(data_.get(), data_.get() + count_); }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  Index count_;
+};
+
 inline std::vector<Position> iota_positions(Index n, Position start = 0) {
   std::vector<Position> p(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) p[static_cast<std::size_t>(i)] = start + i;

@@ -16,6 +16,10 @@
 #include "posenc/config.hpp"
 #include "posenc/kernel/scalar.hpp"
 
+#if defined(__SSE__)
+#include <immintrin.h>  // the non-temporal stores of stream_store
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define POSENC_HAS_VECTOR_KERNELS 1
 
@@ -108,6 +112,58 @@ POSENC_ALWAYS_INLINE V load_once(const void* p) {
   V v = load<V>(p);
   pin_to_register(v);
   return v;
+}
+
+/// Bytes of one FloatVec, the alignment stream_store needs.
+inline constexpr Index kVectorBytes = sizeof(FloatVec);
+
+namespace detail {
+// The widest register of the target and its non-temporal store.
+#if defined(__AVX512F__)
+using NativeVec = __m512;
+POSENC_ALWAYS_INLINE void stream_native(float* p, NativeVec v) { _mm512_stream_ps(p, v); }
+#elif defined(__AVX__)
+using NativeVec = __m256;
+POSENC_ALWAYS_INLINE void stream_native(float* p, NativeVec v) { _mm256_stream_ps(p, v); }
+#elif defined(__SSE__)
+using NativeVec = __m128;
+POSENC_ALWAYS_INLINE void stream_native(float* p, NativeVec v) { _mm_stream_ps(p, v); }
+#endif
+}  // namespace detail
+
+/// store() with a non-temporal hint: the lines go to memory without being read first or kept in
+/// the caches (x86 `movntps`, in pieces of the widest register the target has). `p` must be
+/// kVectorBytes-aligned. Without SSE (or for a vector narrower than the registers), a plain
+/// store. Call stream_fence() after the last one.
+POSENC_ALWAYS_INLINE void stream_store(float* p, const FloatVec& v) {
+#if defined(__SSE__)
+  if constexpr (sizeof(FloatVec) >= sizeof(detail::NativeVec)) {
+    constexpr Index kPieces = sizeof(FloatVec) / sizeof(detail::NativeVec);
+    constexpr Index kFloats = sizeof(detail::NativeVec) / sizeof(float);
+    const auto* lanes = reinterpret_cast<const float*>(&v);
+    for (Index i = 0; i < kPieces; ++i) detail::stream_native(p + i * kFloats, load<detail::NativeVec>(lanes + i * kFloats));
+    return;
+  }
+#endif
+  store(p, v);
+}
+
+/// Orders the non-temporal stores before every later store (`sfence`), so a thread that is
+/// handed the output afterwards sees it.
+POSENC_ALWAYS_INLINE void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
+
+/// store(), or stream_store() when Stream.
+template <bool Stream>
+POSENC_ALWAYS_INLINE void put(float* p, const FloatVec& v) {
+  if constexpr (Stream) {
+    stream_store(p, v);
+  } else {
+    store(p, v);
+  }
 }
 
 /// Every lane = x, in a register (`FloatVec{} + x` would add the zero, to keep -0).
@@ -234,8 +290,9 @@ namespace detail {
 /// One row of half-layout RoPE from `in` to `out`, which is either the same row (in place,
 /// InPlace) or disjoint from it: each step reads its lanes before it writes them. With a rotary
 /// width fixed at compile time (Pairs > 0) the loop unrolls and, inlined in a loop over heads, the
-/// cos/sin vectors stay in registers; Pairs == 0 takes the width at run time.
-template <Index Pairs, bool InPlace>
+/// cos/sin vectors stay in registers; Pairs == 0 takes the width at run time. Stream (out of
+/// place, Pairs a multiple of the lanes, `out` vector-aligned): non-temporal stores.
+template <Index Pairs, bool InPlace, bool Stream = false>
 POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const float* POSENC_RESTRICT cos,
                                           const float* POSENC_RESTRICT sin, Index runtime_pairs) {
   if constexpr (Pairs > 0 && Pairs % kFloatLanes == 0) {
@@ -264,11 +321,11 @@ POSENC_ALWAYS_INLINE void rotate_half_row(const float* in, float* out, const flo
         const Index i = (v0 + v) * kFloatLanes;
         if constexpr (!InPlace) b[v] = load_once<FloatVec>(in + Pairs + i);
         const FloatVec c = load<FloatVec>(cos + i), s = load<FloatVec>(sin + i);
-        store(out + i, a[v] * c - b[v] * s);  // lane i of the first half: its a and b are read
+        put<Stream>(out + i, a[v] * c - b[v] * s);  // lane i of the first half: its a and b are read
         b[v] = b[v] * c + a[v] * s;
       }
 #pragma GCC unroll 4
-      for (Index v = 0; v < kBlock; ++v) store(out + Pairs + (v0 + v) * kFloatLanes, b[v]);
+      for (Index v = 0; v < kBlock; ++v) put<Stream>(out + Pairs + (v0 + v) * kFloatLanes, b[v]);
     }
     return;
   }
@@ -332,19 +389,19 @@ inline void rotate_interleaved(const float* in, float* out, const float* cos, co
 
 namespace detail {
 /// rotate_half_heads for a compile-time (Pairs > 0) or run-time rotary width.
-template <Index Pairs, bool InPlace>
+template <Index Pairs, bool InPlace, bool Stream = false>
 POSENC_ALWAYS_INLINE void rotate_half_heads(const float* in, float* out, Index heads, Index stride,
                                             const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                                             Index runtime_pairs) {
   for (Index h = 0; h < heads; ++h) {
-    rotate_half_row<Pairs, InPlace>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
+    rotate_half_row<Pairs, InPlace, Stream>(in + h * stride, out + h * stride, cos, sin, runtime_pairs);
   }
 }
 
 /// rotate_interleaved_heads. For a rotary width fixed at compile time (Pairs > 0, a multiple of
 /// the lanes) the pair-duplicated cos and signed sin (a cross-lane shuffle each) are formed once
-/// per token.
-template <Index Pairs>
+/// per token. Stream (Pairs > 0, `out` and `stride` vector-aligned): non-temporal stores.
+template <Index Pairs, bool Stream = false>
 POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, Index heads, Index stride,
                                                    const float* POSENC_RESTRICT cos, const float* POSENC_RESTRICT sin,
                                                    Index runtime_pairs) {
@@ -372,7 +429,7 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const float* in, float* out, 
 #pragma GCC unroll 16
       for (Index v = 0; v < kVectors; ++v) {
         const FloatVec value = load_once<FloatVec>(row_in + v * kFloatLanes);
-        store(row_out + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
+        put<Stream>(row_out + v * kFloatLanes, value * c[v] + swap_pairs(value, lanes) * s[v]);
       }
     }
   }
@@ -423,6 +480,25 @@ inline void rotate_interleaved_heads(const float* in, float* out, Index heads, I
                                      const float* sin, Index pairs) {
   detail::with_fixed_pairs(pairs, [&](auto fixed) {
     detail::rotate_interleaved_heads<fixed()>(in, out, heads, stride, cos, sin, pairs);
+  });
+}
+
+/// The out-of-place rotate_half_heads / rotate_interleaved_heads with non-temporal stores
+/// (stream_store), for outputs larger than the last-level cache: the copy reads `in` and writes
+/// `out` without reading `out`'s lines first, 2 bytes of memory traffic per output byte instead
+/// of 3. `out` and `stride` must be kVectorBytes-aligned; rotary widths the fixed-width loops do
+/// not cover (with_fixed_pairs) take plain stores. Call stream_fence() after the last row.
+inline void rotate_half_heads_streaming(const float* in, float* out, Index heads, Index stride, const float* cos,
+                                        const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    constexpr bool kWholeVectors = fixed() > 0 && fixed() % kFloatLanes == 0;
+    detail::rotate_half_heads<fixed(), false, kWholeVectors>(in, out, heads, stride, cos, sin, pairs);
+  });
+}
+inline void rotate_interleaved_heads_streaming(const float* in, float* out, Index heads, Index stride,
+                                               const float* cos, const float* sin, Index pairs) {
+  detail::with_fixed_pairs(pairs, [&](auto fixed) {
+    detail::rotate_interleaved_heads<fixed(), (fixed() > 0)>(in, out, heads, stride, cos, sin, pairs);
   });
 }
 

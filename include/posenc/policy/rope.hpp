@@ -270,7 +270,7 @@ class RoPE : public EncodingBase {
     const Index d = head_dim();
     const Index pass_through = d - 2 * pairs;
     const bool in_place = in == out;
-    const auto each_token = [&](auto rotate_heads) {
+    const auto each_token = [&](auto rotate_in_place, auto rotate_into) {
       for (Index t = 0; t < tokens; ++t) {
         const T* cos = nullptr;
         const T* sin = nullptr;
@@ -278,19 +278,34 @@ class RoPE : public EncodingBase {
         const T* token_in = in + t * in_token_stride;
         T* token_out = out + t * heads * d;
         if (in_place) {
-          rotate_heads(token_out, heads, d, cos, sin, pairs);
+          rotate_in_place(token_out, heads, d, cos, sin, pairs);
           continue;
         }
-        rotate_heads(token_in, token_out, heads, d, cos, sin, pairs);
+        rotate_into(token_in, token_out, heads, d, cos, sin, pairs);
         for (Index h = 0; pass_through > 0 && h < heads; ++h) {
           std::copy(token_in + h * d + 2 * pairs, token_in + (h + 1) * d, token_out + h * d + 2 * pairs);
         }
       }
     };
-    if (layout() == RopeLayout::kHalf) {
-      each_token([](auto... args) { kernel::rotate_half_heads(args...); });
+    const bool half = layout() == RopeLayout::kHalf;
+    const auto rotate_half = [](auto... args) { kernel::rotate_half_heads(args...); };
+    const auto rotate_interleaved = [](auto... args) { kernel::rotate_interleaved_heads(args...); };
+    if constexpr (std::is_same_v<T, float>) {
+      // A large output bypasses the caches (kernel::streams_output); in place every line is read anyway.
+      if (!in_place && kernel::streams_output(out, tokens * heads * d, d)) {
+        if (half) {
+          each_token(rotate_half, [](auto... args) { kernel::rotate_half_heads_streaming(args...); });
+        } else {
+          each_token(rotate_interleaved, [](auto... args) { kernel::rotate_interleaved_heads_streaming(args...); });
+        }
+        kernel::stream_fence();
+        return;
+      }
+    }
+    if (half) {
+      each_token(rotate_half, rotate_half);
     } else {
-      each_token([](auto... args) { kernel::rotate_interleaved_heads(args...); });
+      each_token(rotate_interleaved, rotate_interleaved);
     }
   }
 
