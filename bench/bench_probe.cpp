@@ -53,20 +53,6 @@ BENCH_NOINLINE void copy_update(const float* POSENC_RESTRICT a, float* POSENC_RE
   for (Index i = 0; i < n; ++i) b[i] = a[i] * s + t;
 }
 
-void probe_copy_update(benchmark::State& state) {
-  const BenchTensor<1> a = probe_array();
-  BenchTensor<1> b = probe_array();  // written over; faulted in (and on huge pages) before timing
-  float s = 0.5f;
-  float t = 1.0f;
-  benchmark::DoNotOptimize(s);
-  benchmark::DoNotOptimize(t);
-  for (auto _ : state) {
-    copy_update(a.data(), b.data(), a.size(), s, t);
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(2 * kProbeBytes * state.iterations());  // bytes read + bytes written
-}
-
 // b = a*s + t, b written with non-temporal stores of the widest vectors (a and b are on huge
 // pages, so aligned); a scalar loop where there is no SSE.
 BENCH_NOINLINE void copy_update_nt(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s, float t) {
@@ -90,15 +76,17 @@ BENCH_NOINLINE void copy_update_nt(const float* POSENC_RESTRICT a, float* POSENC
 #endif
 }
 
-void probe_copy_update_nt(benchmark::State& state) {
+// One of the copy loops above over two 64 MiB arrays.
+using CopyLoop = void (*)(const float*, float*, Index, float, float);
+void probe_copy(benchmark::State& state, CopyLoop loop) {
   const BenchTensor<1> a = probe_array();
-  BenchTensor<1> b = probe_array();
+  BenchTensor<1> b = probe_array();  // written over; faulted in (and on huge pages) before timing
   float s = 0.5f;
   float t = 1.0f;
   benchmark::DoNotOptimize(s);
   benchmark::DoNotOptimize(t);
   for (auto _ : state) {
-    copy_update_nt(a.data(), b.data(), a.size(), s, t);
+    loop(a.data(), b.data(), a.size(), s, t);
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(2 * kProbeBytes * state.iterations());  // bytes read + bytes written
@@ -201,8 +189,8 @@ void register_probe_benchmarks() {
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update, kProbeBytes)->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/128KiB", probe_inplace_update, Index{128} << 10)
                ->UseRealTime());
-  with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy_update)->UseRealTime());
-  with_min(benchmark::RegisterBenchmark("probe/copy_update_nt/64MiB", probe_copy_update_nt)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy, copy_update)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/copy_update_nt/64MiB", probe_copy, copy_update_nt)->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/read/64MiB", probe_read)->UseRealTime());
 #if defined(__AVX512F__)
   with_min(benchmark::RegisterBenchmark("probe/fma_peak", probe_fma<Avx512>)->UseRealTime());
