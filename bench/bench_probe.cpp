@@ -55,7 +55,8 @@ BENCH_NOINLINE void copy_update(const float* POSENC_RESTRICT a, float* POSENC_RE
 
 // b = a*s + t, b written with non-temporal stores of the widest vectors (a and b are on huge
 // pages, so aligned); a scalar loop where there is no SSE.
-BENCH_NOINLINE void copy_update_nt(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s, float t) {
+BENCH_NOINLINE void copy_update_nt(const float* POSENC_RESTRICT a, float* POSENC_RESTRICT b, Index n, float s,
+                                   float t) {
   Index i = 0;
 #if defined(__AVX512F__)
   for (; i + 16 <= n; i += 16) {

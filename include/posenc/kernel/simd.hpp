@@ -141,7 +141,9 @@ POSENC_ALWAYS_INLINE void stream_store(float* p, const FloatVec& v) {
     constexpr Index kPieces = sizeof(FloatVec) / sizeof(detail::NativeVec);
     constexpr Index kFloats = sizeof(detail::NativeVec) / sizeof(float);
     const auto* lanes = reinterpret_cast<const float*>(&v);
-    for (Index i = 0; i < kPieces; ++i) detail::stream_native(p + i * kFloats, load<detail::NativeVec>(lanes + i * kFloats));
+    for (Index i = 0; i < kPieces; ++i) {
+      detail::stream_native(p + i * kFloats, load<detail::NativeVec>(lanes + i * kFloats));
+    }
     return;
   }
 #endif
