@@ -1,6 +1,8 @@
 // Machine probes: what this core can stream and compute, the roofline the kernels are read against.
 //
 //   probe/inplace_update/64MiB   a[i] = a[i]*s + t        read + write: the bound of an in-place RoPE
+//   probe/inplace_update_twin/64MiB  the 64 MiB probe once more: identical code, so its ratio to
+//                                the probe in one run is how far that run's ratios move by chance
 //   probe/inplace_update/128KiB  the same on an array that stays in L2: the bound of RoPE on
 //                                activations a projection has just written (rope_incache/)
 //   probe/copy_update/64MiB      b[i] = a[i]*s + t        read one array, write another (b's lines
@@ -188,6 +190,8 @@ void probe_fma(benchmark::State& state) {
 
 void register_probe_benchmarks() {
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/64MiB", probe_inplace_update, kProbeBytes)->UseRealTime());
+  with_min(benchmark::RegisterBenchmark("probe/inplace_update_twin/64MiB", probe_inplace_update, kProbeBytes)
+               ->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/inplace_update/128KiB", probe_inplace_update, Index{128} << 10)
                ->UseRealTime());
   with_min(benchmark::RegisterBenchmark("probe/copy_update/64MiB", probe_copy, copy_update)->UseRealTime());
