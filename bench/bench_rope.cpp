@@ -9,6 +9,17 @@
 //                                out written once (bytes = 2 x tensor bytes); a 64 MiB output is
 //                                written with non-temporal stores, so against
 //                                probe/copy_update_nt/64MiB
+//   rope_into_read/half/L1024_H32_D128
+//                                apply_into on [1024, 32, 128] (16 MiB: the smallest output written
+//                                with non-temporal stores), then a sum over out, as attention reads
+//                                rotated keys right after (bytes = 3 x tensor bytes); the same buffers
+//                                every iteration, so plain stores find them in the L3 where they can
+//   rope_into_read_cold/half/L1024_H32_D128
+//                                the same, with 64 MiB of other data read between iterations (not
+//                                timed): x and out come from memory, as in an engine between layers
+//   rope_into_read{,_cold}/half_plain_stores/L1024_H32_D128
+//                                the same two with the plain-store kernel (kernel::rotate_half_heads
+//                                per token): what apply_into did at 16 MiB before its threshold fell
 //   rope_reference/half/...      the same table as rope/, then kernel::scalar::rotate_half per
 //                                (token, head) row: the plain loop the vector kernel is checked against
 //   rope_incache/<layout>/L8_H32_D128
@@ -19,6 +30,7 @@
 // measures is a one-line change there.
 
 #include <benchmark/benchmark.h>
+#include <Eigen/Core>
 
 #include <string>
 #include <utility>
@@ -81,6 +93,40 @@ void bench_rope_into(benchmark::State& state, posenc::RopeLayout layout) {
   state.SetBytesProcessed(2 * tensor_bytes(x) * state.iterations());
 }
 
+// apply_into on kIntoReadTokens tokens, then out read once: with non-temporal stores (the library's
+// choice at this size) or, for `plain_stores`, the same rotation through the plain-store kernel.
+// `cold`: 64 MiB of other data read before each iteration, outside the timing.
+constexpr Index kIntoReadTokens = 1024;
+void bench_rope_into_read(benchmark::State& state, bool plain_stores, bool cold) {
+  const Activations& input = activations(kIntoReadTokens, kHeads, kHeadDim);
+  const BenchTensor<3> x = huge_page_copy(input.x);
+  BenchTensor<3> out = huge_page_copy(input.x);
+  const BenchTensor<3> other = huge_page_copy(activations(kTokens, kHeads, kHeadDim).x);
+  const auto sum = [](const BenchTensor<3>& t) { return Eigen::Map<const Eigen::ArrayXf>(t.data(), t.size()).sum(); };
+  const posenc::RoPE rope = make_rope(posenc::RopeLayout::kHalf);
+  const posenc::RotaryCache cache = rope.cache(kIntoReadTokens);
+  const Index token_floats = kHeads * kHeadDim;
+  for (auto _ : state) {
+    if (cold) {
+      state.PauseTiming();
+      benchmark::DoNotOptimize(sum(other));
+      state.ResumeTiming();
+    }
+    if (plain_stores) {
+      for (Index t = 0; t < kIntoReadTokens; ++t) {
+        const Position p = input.positions[static_cast<std::size_t>(t)];
+        posenc::kernel::rotate_half_heads(x.data() + t * token_floats, out.data() + t * token_floats, kHeads,
+                                          kHeadDim, cache.cos_row(p), cache.sin_row(p), kHeadDim / 2);
+      }
+    } else {
+      rope.apply_into(x, input.positions, cache, out);
+    }
+    benchmark::ClobberMemory();
+    benchmark::DoNotOptimize(sum(out));
+  }
+  state.SetBytesProcessed(3 * tensor_bytes(x) * state.iterations());
+}
+
 void bench_rope_reference_half(benchmark::State& state) {
   const Activations& input = activations(kTokens, kHeads, kHeadDim);
   BenchTensor<3> x = huge_page_copy(input.x);
@@ -120,6 +166,15 @@ void register_rope_benchmarks() {
     with_min(benchmark::RegisterBenchmark((name + kShape).c_str(), bench_rope_into, layout)
                  ->Unit(benchmark::kMillisecond)
                  ->UseRealTime());
+  }
+  for (const bool cold : {false, true}) {
+    for (const bool plain_stores : {false, true}) {
+      const std::string name = std::string(cold ? "rope_into_read_cold/" : "rope_into_read/") +
+                               (plain_stores ? "half_plain_stores/" : "half/") + "L1024_H32_D128";
+      with_min(benchmark::RegisterBenchmark(name.c_str(), bench_rope_into_read, plain_stores, cold)
+                   ->Unit(benchmark::kMillisecond)
+                   ->UseRealTime());
+    }
   }
   constexpr Index kInCacheTokens = 8;
   for (const auto& [name, layout] : {std::pair{"rope_incache/half/L8_H32_D128", RopeLayout::kHalf},

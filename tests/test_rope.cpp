@@ -377,11 +377,13 @@ TEST_CASE("RoPE on a whole tensor (1.2 MiB) equals the same rows rotated in smal
 
 TEST_CASE("RoPE apply_into past kStreamingStoreMinBytes streams its output and equals apply bit for bit",
           "[rope]") {
-  // [2048, 32, 128] is 32 MiB: out of place it takes the non-temporal stores where the vector
-  // kernels are built and the output lies on vector boundaries, and plain stores otherwise.
+  // An output of exactly the threshold ([1024, 32, 128] at 16 MiB): out of place it takes the
+  // non-temporal stores where the vector kernels are built and the output lies on vector
+  // boundaries, and plain stores otherwise.
   std::mt19937 rng(31);
-  const Index tokens = 2048, heads = 32, head_dim = 128;
-  REQUIRE(tokens * heads * head_dim * 4 >= posenc::kernel::kStreamingStoreMinBytes);
+  const Index heads = 32, head_dim = 128;
+  const Index tokens = posenc::kernel::kStreamingStoreMinBytes / (heads * head_dim * 4);
+  REQUIRE(tokens * heads * head_dim * 4 == posenc::kernel::kStreamingStoreMinBytes);
   const FTensor<3> x = random_tensor<3>(rng, {tokens, heads, head_dim});
   const std::vector<Position> positions = iota_positions(tokens, 5);
   AlignedFloats memory(tokens * heads * head_dim);
@@ -390,6 +392,7 @@ TEST_CASE("RoPE apply_into past kStreamingStoreMinBytes streams its output and e
   CHECK(posenc::kernel::streams_output(out.data(), out.size(), head_dim));
   CHECK_FALSE(posenc::kernel::streams_output(out.data() + 1, out.size() - 1, head_dim));  // off the vector grid
   CHECK_FALSE(posenc::kernel::streams_output(out.data(), Index{1} << 20, head_dim));     // 4 MiB: stays cached
+  CHECK_FALSE(posenc::kernel::streams_output(out.data(), out.size() - head_dim, head_dim));  // a row short
 #endif
   for (const auto& widths : {std::pair<Index, Index>{128, 128}, {128, 64}}) {
     for (const RopeLayout layout : kLayouts) {
