@@ -155,17 +155,21 @@ def several_runs(paths, statistic):
     print("|---|---|---|---|---|")
     meeting_all = [True] * len(runs)
     for name, bound, counter, target in ROWS:
-        if any(name not in m or bound not in m for m in runs):
+        # A row is taken over the runs that hold both benchmarks (reports from before a benchmark
+        # was added lack it), and says so when that is not all of them.
+        holding = [i for i, m in enumerate(runs) if name in m and bound in m]
+        if not holding:
             continue
-        values = [m[name][counter] for m in runs]
-        references = [m[bound][counter] for m in runs]
+        values = [runs[i][name][counter] for i in holding]
+        references = [runs[i][bound][counter] for i in holding]
         ratios = [v / r for v, r in zip(values, references)]
         goal = ""
         if target is not None:
-            met = [ratio >= target for ratio in ratios]
-            meeting_all = [a and b for a, b in zip(meeting_all, met)]
-            goal = f"≥ {target:.2f}: {sum(met)} of {len(runs)}"
-        print(f"| {LABELS.get(name, name)} (`{name}`) | {spread_in_unit(values, counter)} | "
+            for i, ratio in zip(holding, ratios):
+                meeting_all[i] = meeting_all[i] and ratio >= target
+            goal = f"≥ {target:.2f}: {sum(ratio >= target for ratio in ratios)} of {len(holding)}"
+        only = f", {len(holding)} of the {len(runs)} runs" if len(holding) < len(runs) else ""
+        print(f"| {LABELS.get(name, name)} (`{name}`{only}) | {spread_in_unit(values, counter)} | "
               f"`{bound}` {spread_in_unit(references, counter)} | {spread(ratios, '{:.2f}'.format)} | {goal} |")
     print(f"\nRuns meeting every target: {sum(meeting_all)} of {len(runs)}.")
 
