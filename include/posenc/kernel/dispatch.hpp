@@ -78,10 +78,10 @@ POSENC_ALWAYS_INLINE void rotate_interleaved_heads(const T* in, T* out, Index he
 /// reported 320 MiB of L3 on a 32 MiB Zen 4.) Into fresh memory such a copy moves 2 bytes per
 /// output byte instead of 3, no read of the destination's lines first: RoPE out of place on
 /// [4096, 32, 128] ran at ~1.4x the rate of a plain `b = a·s + t` copy loop, against ~0.9x with
-/// plain stores. At 16 MiB, rotation plus a read of the output right after ran 1.14x faster than
-/// with plain stores when x and out came from memory (an engine between layers), and 0.98x when
-/// the same buffers were rotated over and over, the one case where plain stores find out's lines
-/// in the L3 (rope_into_read*/ in posenc_bench; bench/NOTES.md, third session of 2026-12-04).
+/// plain stores. At 16 MiB, rotation plus a read of the output right after ran at 1.23x the rate
+/// of plain stores when x and out came from memory (an engine between layers), and 0.98x when the
+/// same buffers were rotated over and over, the one case where plain stores find out's lines in
+/// the L3 (rope_into_read*/ in posenc_bench, ten runs; bench/NOTES.md, third session of 2026-12-04).
 inline constexpr Index kStreamingStoreMinBytes = Index{16} << 20;
 
 /// Whether an out-of-place rotation of `floats` values into `out`, rows `row_floats` apart,
