@@ -59,7 +59,8 @@ LABELS = {
     "rope_into/half/L4096_H32_D128": "RoPE out of place (apply_into), half layout, table",
     "rope_into/interleaved/L4096_H32_D128": "… interleaved layout, table",
     "probe/copy_update_nt/64MiB": "the copy probe with non-temporal stores (no read of b's lines)",
-    "rope_into_read/half/L1024_H32_D128": "apply_into at 16 MiB, then out read, buffers reused: non-temporal against plain stores",
+    "rope_into_read/half/L1024_H32_D128":
+        "apply_into at 16 MiB, then out read, buffers reused: non-temporal against plain stores",
     "rope_into_read_cold/half/L1024_H32_D128": "… x and out from memory (64 MiB of other data read in between)",
     "attention/causal/none/L2048_H1_D128": "causal attention, L 2048, D 128, NoPosition",
     "attention/causal/alibi/L2048_H1_D128": "… ALiBi",
